@@ -1,0 +1,418 @@
+"""The resolved experiment config: a typed schema, YAML loading with validation, dotted overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help string (shown by `--help`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (applied to the train split only)."""
+
+    shift: float = _f(0.0, "max translation as a fraction of the image side (0.2 = 20 %)")
+    zoom: float = _f(0.0, "max zoom in/out as a fraction (0.1 = scale in [0.9, 1.1])")
+    rotate: float = _f(0.0, "max rotation in degrees")
+    shear: float = _f(0.0, "max shear in degrees")
+    brightness: float = _f(0.0, "max brightness jitter as a fraction")
+    contrast: float = _f(0.0, "max contrast jitter as a fraction")
+    hflip: bool = _f(False, "random horizontal flips (off by default: anatomy is not symmetric)")
+    vflip: bool = _f(False, "random vertical flips")
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are split, balanced, loaded and transformed."""
+
+    source: str = _f("auto", "dataset adapter: auto | phantom | folder | csv")
+    root: str | None = _f(None, "dataset root: a folder, or a CSV file for source=csv")
+    classes: list[str] | None = _f(None, "class names in output order (default: sorted labels found)")
+    image_size: int | None = _f(None, "square input side in pixels (default: the backbone's)")
+    split: list[float] = _f([0.8, 0.1, 0.1], "holdout fractions train,val,test (ignored with folds)")
+    folds: int | None = _f(None, "k for k-fold cross-validation (patient-grouped, stratified)")
+    fold: int = _f(0, "which fold is the validation fold, 0..folds-1")
+    balance: str = _f(
+        "none",
+        "none | downsample (whole table, before splitting) | oversample (train split) "
+        "| augment_minority (each minority train image once more, augmented)",
+    )
+    class_weights: bool = _f(False, "weight the loss by inverse train-class frequency")
+    crop_margin: float = _f(0.0, "crop this fraction from every border first (burnt-in text)")
+    verify_images: bool = _f(True, "decode-check every image at setup; skip and count bad ones")
+    augment: AugmentConfig = _section(AugmentConfig, "training augmentation")
+    batch_size: int = _f(32, "images per batch (per device)")
+    num_workers: int = _f(2, "DataLoader worker processes")
+    pin_memory: bool = _f(True, "pinned host memory for faster GPU copies (ignored on CPU)")
+    persistent_workers: bool = _f(True, "keep loader workers alive between epochs")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, head, fine-tuning policy and optimiser."""
+
+    backbone: str = _f("resnet18", "registry name (see `cxrlab models`) or timm:<name>")
+    weights: str = _f("none", "imagenet | none | PATH to a state dict or cxrlab checkpoint")
+    head: str = _f("gap-linear", "gap-linear | gap-mlp | maxpool-mlp")
+    hidden: int = _f(256, "hidden units of the mlp heads")
+    pool: int = _f(4, "max-pool kernel and stride of the maxpool-mlp head")
+    dropout: float = _f(0.0, "dropout before the last linear layer")
+    finetune: str = _f("full", "frozen | last:N (last N backbone blocks) | full | scratch")
+    backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (full / last:N)")
+    optimizer: str = _f("adam", "adam | adamw | rmsprop | sgd")
+    lr: float = _f(1e-3, "learning rate of the head")
+    weight_decay: float = _f(0.0, "weight decay")
+    momentum: float = _f(0.9, "momentum (sgd, rmsprop)")
+    scheduler: str = _f("none", "none | cosine | plateau")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings plus checkpoint / early-stopping policy."""
+
+    max_epochs: int = _f(10, "training epochs")
+    accelerator: str = _f("auto", "auto | cpu | gpu | cuda | mps")
+    devices: str = _f("auto", "auto, a count (2) or a list of device ids (0,1)")
+    strategy: str = _f("auto", "auto | ddp | ddp_spawn | ddp_find_unused_parameters_true | ...")
+    num_nodes: int = _f(1, "nodes for multi-node DDP (torchrun / SLURM set the rest)")
+    precision: str = _f("auto", "auto (bf16-mixed on CUDA, 32 on CPU) | 32-true | 16-mixed | bf16-mixed")
+    channels_last: bool = _f(True, "channels_last memory format on CUDA")
+    limit_train_batches: float = _f(1.0, "fraction of train batches per epoch (1.0 = all) or a count (2, 3, ...)")
+    limit_val_batches: float = _f(1.0, "fraction of validation batches (1.0 = all) or a count (2, 3, ...)")
+    limit_test_batches: float = _f(1.0, "fraction of test batches (1.0 = all) or a count (2, 3, ...)")
+    fast_dev_run: bool = _f(False, "one batch of each loop; disables loggers and checkpoints")
+    log_every_n_steps: int = _f(10, "how often train metrics are logged")
+    accumulate_grad_batches: int = _f(1, "gradient accumulation")
+    gradient_clip_val: float | None = _f(None, "clip gradient norm at this value")
+    deterministic: bool = _f(False, "deterministic algorithms (slower)")
+    monitor: str = _f("val/macro_f1", "metric that picks the best checkpoint and early-stops")
+    mode: str = _f("max", "max | min: direction of the monitor")
+    patience: int | None = _f(None, "early-stopping patience in epochs (none = off)")
+    enable_progress_bar: bool = _f(True, "show the progress bar")
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded."""
+
+    uri: str | None = _f(
+        None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)"
+    )
+    experiment: str = _f("cxrlab", "MLflow experiment name")
+    run_name: str | None = _f(None, "MLflow run name (default: backbone-head-finetune)")
+    log_checkpoint: bool = _f(True, "upload the best checkpoint as an artifact")
+
+
+@dataclass
+class AOPCConfig:
+    """AOPC faithfulness settings."""
+
+    region: int = _f(34, "side of the square perturbation regions, in input pixels")
+    steps: int = _f(10, "perturbation steps L")
+    perturb: str = _f("noise", "noise | mean | zero")
+    sigma: float = _f(0.1, "std of the Gaussian noise in [0,1] pixel space")
+    random_seeds: int = _f(3, "seeds of the random-order baseline")
+
+
+@dataclass
+class ExplainConfig:
+    """Epoch-end explanations computed on a fixed probe set of the validation split."""
+
+    enabled: bool = _f(True, "run the explanation callback")
+    every_n_epochs: int = _f(1, "explain every N validation epochs (and always at the last)")
+    probe_per_class: int = _f(8, "probe images per class drawn from the validation split")
+    methods: list[str] = _f(["gradcam"], "heatmap methods: gradcam | gradcampp | activation")
+    target_layer: str | None = _f(None, "module name of the Grad-CAM layer (default: registry's)")
+    aopc: AOPCConfig = _section(AOPCConfig, "AOPC settings")
+    eigen: bool = _f(True, "eigen-heatmaps (per-class PCA) and average-heatmap figures")
+    display_size: int = _f(224, "side of heatmaps for eigen-heatmaps and figures")
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    seed: int = _f(0, "seed for splits, sampling and weight init")
+    data: DataConfig = _section(DataConfig, "dataset and loading")
+    model: ModelConfig = _section(ModelConfig, "model and optimiser")
+    trainer: TrainerConfig = _section(TrainerConfig, "trainer")
+    tracking: TrackingConfig = _section(TrackingConfig, "MLflow tracking")
+    explain: ExplainConfig = _section(ExplainConfig, "explanations")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+# --------------------------------------------------------------------------- schema walking
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def iter_fields(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any, str]]:
+    """Yield (dotted key, type, default, help) for every leaf option of the schema."""
+    hints = _hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if _is_section(tp):
+            yield from iter_fields(tp, key + ".")
+        else:
+            yield key, tp, getattr(defaults, f.name), f.metadata.get("help", "")
+
+
+def type_name(tp: Any) -> str:
+    """A short human name for a schema type."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return type_name(args[0]) + "?"
+    if origin is list:
+        return f"list[{type_name(get_args(tp)[0])}]"
+    if origin is Literal:
+        return "|".join(map(str, get_args(tp)))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against `tp`, converting the lossless cases (int->float, "1"->1)."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        (item,) = get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, naming the offending key on any error."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown key '{prefix}{key}'{_suggest(key, names)}; "
+                f"valid keys here: {', '.join(sorted(names))}"
+            )
+    kwargs = {}
+    for name in names & raw.keys():
+        tp = hints[name]
+        if _is_section(tp):
+            kwargs[name] = _build(tp, raw[name] or {}, where, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], tp, f"{where}: {prefix}{name}")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+_CHOICES = {
+    "data.source": ("auto", "phantom", "folder", "csv"),
+    "data.balance": ("none", "downsample", "oversample", "augment_minority"),
+    "model.head": ("gap-linear", "gap-mlp", "maxpool-mlp"),
+    "model.optimizer": ("adam", "adamw", "rmsprop", "sgd"),
+    "model.scheduler": ("none", "cosine", "plateau"),
+    "trainer.mode": ("max", "min"),
+    "explain.aopc.perturb": ("noise", "mean", "zero"),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Config, where: str = "config") -> Config:
+    """Check values that types alone cannot (choices, ranges, combinations)."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(
+                f"{where}: {key}={value!r} is not one of {', '.join(choices)}{_suggest(value, choices)}"
+            )
+    ft = cfg.model.finetune
+    if ft not in ("frozen", "full", "scratch") and not (
+        ft.startswith("last:") and ft[5:].isdigit() and int(ft[5:]) > 0
+    ):
+        raise ConfigError(
+            f"{where}: model.finetune={ft!r}; use frozen, full, scratch or last:N with N >= 1"
+        )
+    if ft == "scratch" and cfg.model.weights != "none":
+        raise ConfigError(
+            f"{where}: model.finetune=scratch trains from random init; set model.weights: none "
+            f"(got {cfg.model.weights!r})"
+        )
+    split = cfg.data.split
+    if cfg.data.folds is None:
+        if len(split) not in (2, 3) or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
+            raise ConfigError(
+                f"{where}: data.split={split} must be 2 or 3 non-negative fractions summing to 1 "
+                "(e.g. [0.8, 0.1, 0.1])"
+            )
+    else:
+        if cfg.data.folds < 2:
+            raise ConfigError(f"{where}: data.folds={cfg.data.folds} must be >= 2 (or null)")
+        if not 0 <= cfg.data.fold < cfg.data.folds:
+            raise ConfigError(f"{where}: data.fold={cfg.data.fold} must be in 0..{cfg.data.folds - 1}")
+    if not 0 <= cfg.data.crop_margin < 0.5:
+        raise ConfigError(f"{where}: data.crop_margin={cfg.data.crop_margin} must be in [0, 0.5)")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"{where}: data.batch_size must be >= 1")
+    if cfg.data.image_size is not None and cfg.data.image_size < 16:
+        raise ConfigError(f"{where}: data.image_size={cfg.data.image_size} is too small (>= 16)")
+    for m in cfg.explain.methods:
+        if m not in ("gradcam", "gradcampp", "activation"):
+            raise ConfigError(
+                f"{where}: explain.methods has {m!r}; choose from gradcam, gradcampp, activation"
+            )
+    if cfg.data.classes is not None and len(set(cfg.data.classes)) != len(cfg.data.classes):
+        raise ConfigError(f"{where}: data.classes has duplicates: {cfg.data.classes}")
+    return cfg
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `d['a']['b'] = value` for `dotted='a.b'`, creating sections as needed."""
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML (see experiments/configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...)")
+    return raw
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
+    """Build and validate a Config from a nested dict."""
+    return validate(_build(Config, raw, where), where)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    extra_sections: tuple[str, ...] = (),
+) -> Config:
+    """Load YAML (optional), apply dotted overrides, validate.
+
+    `extra_sections` are top-level keys that another runner reads itself (a sweep's `search:`)
+    and that are dropped here.
+    """
+    raw = read_yaml(path) if path else {}
+    for key in extra_sections:
+        raw.pop(key, None)
+    where = str(path) if path else "config"
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+        where = f"{where} (with overrides)" if "overrides" not in where else where
+    return from_dict(raw, where)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts (YAML / checkpoint / MLflow friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
