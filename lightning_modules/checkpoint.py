@@ -1,0 +1,46 @@
+"""Rebuild a CXRClassifier from a checkpoint file alone (weights_only=True)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_modules.classifier import CXRClassifier
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a cxrlab checkpoint safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found; pass the .ckpt file of a cxrlab run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if "config" not in hp or "classes" not in hp or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path}: not a cxrlab checkpoint (no config/classes/state_dict); "
+            "use a .ckpt written by `cxrlab train`"
+        )
+    return ckpt
+
+
+def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXRClassifier:
+    """Rebuild the model a checkpoint was trained as, in eval mode on the CPU."""
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    config = copy.deepcopy(hp["config"])
+    # The weights come from the checkpoint; never re-download or re-read the original source.
+    config["model"]["weights"] = "none"
+    model = CXRClassifier(config, hp["classes"], hp.get("class_weights"))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+    model.config = hp["config"]
+    model.run_info = dict(ckpt.get("cxrlab", {}))
+    return model.eval()

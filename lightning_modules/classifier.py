@@ -1,0 +1,220 @@
+"""CXRClassifier: backbone + head + fine-tune policy as one LightningModule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+
+from lightning_modules.backbones import build_backbone
+from lightning_modules.finetune import apply_finetune
+from lightning_modules.heads import build_head
+
+NORMAL_NAMES = {"normal", "healthy", "no finding", "no_finding", "negative"}
+
+
+def disease_indices(classes: list[str]) -> list[int]:
+    """Indices of the disease classes (all but the normal one; all if none is normal)."""
+    idx = [i for i, c in enumerate(classes) if c.lower() not in NORMAL_NAMES]
+    return idx if len(idx) < len(classes) else list(range(len(classes)))
+
+
+class CXRClassifier(L.LightningModule):
+    """A CXR classifier taking [B, 1|3, H, W] images in [0, 1] and returning class logits."""
+
+    def __init__(
+        self, config: dict[str, Any], classes: list[str], class_weights: list[float] | None = None
+    ) -> None:
+        super().__init__()
+        # The whole resolved config travels in the checkpoint, so a checkpoint rebuilds the model
+        # and its preprocessing on its own.
+        self.save_hyperparameters(logger=False)  # RunRecorder logs flattened, dotted params
+        self.config = config
+        self.classes = list(classes)
+        m = config["model"]
+        bb = build_backbone(m["backbone"], m["weights"])
+        self.backbone = bb.features
+        self.target_layer = "backbone" + (f".{bb.target_layer}" if bb.target_layer else "")
+        self.input_size = int(config["data"].get("image_size") or bb.input_size)
+        self.register_buffer("mean", torch.tensor(bb.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(bb.std).view(1, 3, 1, 1), persistent=False)
+        feature_hw = self._probe_feature_hw() if m["head"] == "maxpool-mlp" or bb.name.startswith("timm:") else None
+        self.head = build_head(
+            m["head"], bb.channels, len(classes), m["hidden"], m["pool"], m["dropout"], feature_hw
+        )
+        self._frozen_norms = apply_finetune(self.backbone, bb.blocks, m["finetune"])
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self._channels_last = False
+        self.run_info: dict[str, Any] = {}  # MLflow run id / URI, stored in checkpoints
+        k = len(classes)
+        self.disease_idx = disease_indices(self.classes)
+        self.val_metrics = self._metrics(k)
+        self.test_metrics = self._metrics(k)
+        self.train_acc = MulticlassAccuracy(k, average="micro")
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        self.last_outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _metrics(k: int) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {
+                "acc": MulticlassAccuracy(k, average="micro"),
+                "macro_f1": MulticlassF1Score(k, average="macro"),
+                "recall": MulticlassRecall(k, average="none"),
+                "auroc": MulticlassAUROC(k, average="macro"),
+            }
+        )
+
+    def _probe_feature_hw(self) -> tuple[int, int]:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            out = self.backbone(torch.zeros(1, 3, self.input_size, self.input_size))
+        self.backbone.train(was_training)
+        if out.ndim != 4:
+            raise ValueError(
+                f"model.backbone={self.config['model']['backbone']!r} returns {out.ndim}-D features; "
+                "cxrlab needs a CNN with [B, C, h, w] feature maps"
+            )
+        return int(out.shape[2]), int(out.shape[3])
+
+    # ------------------------------------------------------------------ forward
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1|3, H, W] in [0, 1] (or uint8) -> normalised 3-channel input."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.preprocess(x)))
+
+    def train(self, mode: bool = True) -> CXRClassifier:
+        super().train(mode)
+        for m in self._frozen_norms:
+            m.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda" and self.config["trainer"].get("channels_last", True):
+            self._channels_last = True
+            self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ steps
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), y, weight=self.class_weights,
+            label_smoothing=self.config["model"]["label_smoothing"],
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = self._loss(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}")
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, sync_dist=True, prog_bar=stage == "val", batch_size=len(y))
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        probs = logits.float().softmax(dim=1)
+        for metric in metrics.values():
+            metric.update(probs, y)
+        self._outputs[stage].append((probs.detach(), y.detach()))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = {name: metric.compute() for name, metric in metrics.items()}
+        for metric in metrics.values():
+            metric.reset()
+        recall = values.pop("recall")
+        logs = {f"{stage}/{k}": v for k, v in values.items()}
+        for i, c in enumerate(self.classes):
+            logs[f"{stage}/recall/{c}"] = recall[i]
+        logs[f"{stage}/disease_recall"] = recall[self.disease_idx].mean()
+        self.log(f"{stage}/macro_f1", logs.pop(f"{stage}/macro_f1"), prog_bar=True)
+        self.log_dict(logs)
+        # Keep the epoch's predictions (all ranks) for figures and explanation callbacks.
+        outs = self._outputs[stage]
+        if outs:
+            probs = torch.cat([p for p, _ in outs])
+            ys = torch.cat([t for _, t in outs])
+            if self.trainer.world_size > 1:
+                probs = self.all_gather(probs).flatten(0, 1)
+                ys = self.all_gather(ys).flatten(0, 1)
+            self.last_outputs[stage] = (probs.cpu(), ys.cpu())
+        outs.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).float().softmax(dim=1)
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        m = self.config["model"]
+        lr, wd = m["lr"], m["weight_decay"]
+        mult = m["backbone_lr_mult"] if m["finetune"] not in ("scratch",) else 1.0
+        groups = [{"params": list(self.head.parameters()), "lr": lr, "name": "head"}]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * mult, "name": "backbone"})
+        name = m["optimizer"]
+        if name == "adam":
+            opt = torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        elif name == "rmsprop":
+            opt = torch.optim.RMSprop(groups, lr=lr, weight_decay=wd, momentum=m["momentum"])
+        else:
+            opt = torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=m["momentum"])
+        t = self.config["trainer"]
+        if m["scheduler"] == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t["max_epochs"]))
+            return {"optimizer": opt, "lr_scheduler": sched}
+        if m["scheduler"] == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=t["mode"], factor=0.1, patience=2)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": t["monitor"]}}
+        return opt
+
+    # ------------------------------------------------------------------ checkpoint metadata
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cxrlab"] = dict(self.run_info)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_info = dict(checkpoint.get("cxrlab", {}))

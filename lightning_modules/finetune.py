@@ -1,0 +1,45 @@
+"""Fine-tuning policies: which backbone parameters train, and which norm layers stay frozen."""
+
+from __future__ import annotations
+
+from torch import nn
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def trainable_from(policy: str, blocks: list[str]) -> str | None:
+    """Name of the first trainable block for a policy (None = nothing trains)."""
+    if policy in ("full", "scratch"):
+        return blocks[0]
+    if policy == "frozen":
+        return None
+    n = int(policy.split(":", 1)[1])
+    if n > len(blocks):
+        raise ValueError(
+            f"model.finetune={policy!r} but this backbone has only {len(blocks)} blocks "
+            f"({', '.join(blocks)}); use last:1..last:{len(blocks)} or full"
+        )
+    return blocks[-n]
+
+
+def apply_finetune(features: nn.Module, blocks: list[str], policy: str) -> list[nn.Module]:
+    """Set requires_grad for a policy; return the norm layers that must stay in eval mode.
+
+    Parameters are walked in registration order, which follows the forward order for every
+    registry backbone (timm's too), so "last:N" = everything from block[-N]'s first parameter on.
+    """
+    first = trainable_from(policy, blocks)
+    start = None if first is None else next(
+        (n for n, _ in features.named_parameters() if n == first or n.startswith(first + ".")), None
+    )
+    trainable = False
+    for name, p in features.named_parameters():
+        if start is not None and name == start:
+            trainable = True
+        p.requires_grad_(trainable)
+    # A frozen BatchNorm still updates running stats in train mode; keep it in eval so the
+    # frozen part computes exactly what it did before fine-tuning.
+    return [
+        m for m in features.modules()
+        if isinstance(m, _NORMS) and not any(p.requires_grad for p in m.parameters())
+    ]
