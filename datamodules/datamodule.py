@@ -1,0 +1,166 @@
+"""CXRDataModule: sample table -> verified, balanced, split datasets and loaders."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from datamodules.images import read_image
+from datamodules.sources import check_files, load_table, resolve_classes
+from datamodules.splits import (
+    class_weights,
+    downsample,
+    holdout_split,
+    kfold_split,
+    oversample_index,
+)
+from datamodules.transforms import eval_transform, train_transform
+
+
+class CXRDataset(Dataset):
+    """Images of a sample table as ([1, S, S] float tensor in [0, 1], class index) pairs.
+
+    Labels outside `classes` get index -1 (evaluate reports unseen classes; training never sees them).
+    """
+
+    def __init__(self, table: pd.DataFrame, classes: list[str], transform: Any) -> None:
+        self.paths = table["path"].tolist()
+        index = {c: i for i, c in enumerate(classes)}
+        self.targets = np.array([index.get(label, -1) for label in table["label"]], dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(read_image(self.paths[i]))[None]
+        return self.transform(x), int(self.targets[i])
+
+
+def verify_images(paths: list[str], workers: int = 4) -> pd.DataFrame:
+    """Decode every image once; return the unreadable ones as a (path, error) table."""
+    def check(p: str) -> str | None:
+        try:
+            read_image(p)
+        except (ValueError, FileNotFoundError) as e:
+            return str(e)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        errors = list(pool.map(check, paths, chunksize=32))
+    bad = [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
+    return pd.DataFrame(bad, columns=["path", "error"])
+
+
+class CXRDataModule(L.LightningDataModule):
+    """Builds the sample table once, then serves train/val/test loaders."""
+
+    def __init__(self, data: dict[str, Any], seed: int = 0, image_size: int = 224) -> None:
+        super().__init__()
+        self.cfg = data
+        self.seed = seed
+        self.image_size = image_size
+        self.table: pd.DataFrame | None = None
+        self.classes: list[str] = []
+        self.class_weights: list[float] | None = None
+        self.skipped = pd.DataFrame(columns=["path", "error"])
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def where(self) -> str:
+        return str(self.cfg.get("root"))
+
+    def prepare_table(self) -> pd.DataFrame:
+        """Load, check, verify, balance and split the sample table (idempotent)."""
+        if self.table is not None:
+            return self.table
+        cfg, where = self.cfg, self.where
+        table = load_table(cfg["source"], cfg["root"])
+        check_files(table, where)
+        self.classes = resolve_classes(table, cfg.get("classes"), where)
+        if cfg.get("verify_images", True):
+            self.skipped = verify_images(table["path"].tolist())
+            if len(self.skipped):
+                warnings.warn(
+                    f"{where}: skipped {len(self.skipped)} unreadable image(s), e.g. "
+                    f"{self.skipped['error'].iloc[0]} (all listed in the run's skipped_images.csv)",
+                    stacklevel=2,
+                )
+                table = table[~table["path"].isin(self.skipped["path"])]
+                resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
+        if cfg["balance"] == "downsample":
+            table = downsample(table, self.seed)
+        table = table.reset_index(drop=True)
+        if "split" not in table.columns:
+            if cfg.get("folds"):
+                table["split"] = kfold_split(table, cfg["folds"], cfg["fold"], self.seed)
+            else:
+                table["split"] = holdout_split(table, cfg["split"], self.seed)
+        self._check_splits(table)
+        train_labels = table.loc[table["split"] == "train", "label"]
+        self.class_weights = class_weights(train_labels, self.classes) if cfg["class_weights"] else None
+        self.table = table
+        return table
+
+    def _check_splits(self, table: pd.DataFrame) -> None:
+        """Every class must reach train and val; a split that exists must not miss a class."""
+        for split in ("train", "val", "test"):
+            part = table[table["split"] == split]
+            if split == "test" and part.empty:
+                continue
+            missing = [c for c in self.classes if c not in set(part["label"])]
+            if missing:
+                counts = table.groupby("label")["patient_id"].nunique().to_dict()
+                raise ValueError(
+                    f"{self.where}: the {split} split has no images of {missing} (patients per class: "
+                    f"{counts}); add data, or change data.split / data.folds / data.seed"
+                )
+
+    def split_table(self, split: str) -> pd.DataFrame:
+        """Rows of one split (train | val | test | all)."""
+        table = self.prepare_table()
+        return table if split == "all" else table[table["split"] == split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_table()
+        size, margin = self.image_size, self.cfg["crop_margin"]
+        evaluate = eval_transform(size, margin)
+        train = CXRDataset(self.split_table("train"), self.classes, train_transform(size, margin, self.cfg["augment"]))
+        if self.cfg["balance"] in ("oversample", "augment_minority"):
+            labels = self.split_table("train")["label"].reset_index(drop=True)
+            train = Subset(train, oversample_index(labels, self.cfg["balance"], self.seed).tolist())
+        self.datasets = {
+            "train": train,
+            "val": CXRDataset(self.split_table("val"), self.classes, evaluate),
+            "test": CXRDataset(self.split_table("test"), self.classes, evaluate),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.datasets[split]
+        workers = self.cfg["num_workers"]
+        return DataLoader(
+            ds,
+            batch_size=self.cfg["batch_size"],
+            shuffle=shuffle,
+            # A last batch of one breaks BatchNorm on 1x1 feature maps; drop it when training.
+            drop_last=shuffle and len(ds) > self.cfg["batch_size"],
+            num_workers=workers,
+            pin_memory=self.cfg["pin_memory"] and torch.cuda.is_available(),
+            persistent_workers=self.cfg["persistent_workers"] and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
