@@ -1,0 +1,87 @@
+"""MLflow helpers: where the store is, tags, and logging figures/tables/files to a run by id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI: explicit, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("file:") or ("://" not in uri and uri != "databricks"):
+        raise ValueError(
+            f"tracking uri {uri!r}: MLflow 3 no longer accepts file stores; use "
+            f"{DEFAULT_URI} (the default), another sqlite:/// path, or an http(s):// server"
+        )
+    return uri
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifact root for new experiments: mlruns/artifacts beside a local SQLite store."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None  # a tracking server decides
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """The id of experiment `name`, created (with our artifact root) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage != "deleted":
+        return exp.experiment_id
+    if exp is not None:
+        raise ValueError(
+            f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+            "or choose another tracking.experiment"
+        )
+    return client.create_experiment(name, artifact_location=artifact_location(uri))
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The git commit of the cxrlab code that is running (its checkout), if it is a repository."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def log_figure(client: Any, run_id: str, fig: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG artifact and close it."""
+    import matplotlib.pyplot as plt
+
+    client.log_figure(run_id, fig, artifact_file)
+    plt.close(fig)
+
+
+def log_frame(client: Any, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
+    """Log a DataFrame as a CSV artifact."""
+    log_bytes(client, run_id, df.to_csv(index=False).encode(), artifact_file)
+
+
+def log_bytes(client: Any, run_id: str, data: bytes, artifact_file: str) -> None:
+    """Log raw bytes as an artifact at `artifact_file` (a path inside the run's artifacts)."""
+    path = Path(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / path.name
+        local.write_bytes(data)
+        client.log_artifact(run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+
+
+def log_dir(client: Any, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Log every file under a local folder."""
+    client.log_artifacts(run_id, str(local_dir), artifact_path)
