@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.images import read_image
-from datamodules.sources import check_files, load_table, resolve_classes
+from datamodules.sources import check_files, load_table, resolve_classes, select_labels
 from datamodules.splits import (
     class_weights,
     downsample,
@@ -83,6 +83,7 @@ class CXRDataModule(L.LightningDataModule):
             return self.table
         cfg, where = self.cfg, self.where
         table = load_table(cfg["source"], cfg["root"])
+        table = select_labels(table, cfg["label_map"], cfg.get("classes"), cfg["other_labels"])
         check_files(table, where)
         self.classes = resolve_classes(table, cfg.get("classes"), where)
         if cfg.get("verify_images", True):

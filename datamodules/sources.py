@@ -140,6 +140,17 @@ def check_files(table: pd.DataFrame, where: str) -> None:
         )
 
 
+def select_labels(
+    table: pd.DataFrame, label_map: dict[str, str], classes: list[str] | None, other: str
+) -> pd.DataFrame:
+    """Rename/merge labels, then (other='drop') keep only rows whose label is in `classes`."""
+    if label_map:
+        table = table.assign(label=table["label"].map(lambda v: label_map.get(v, v)))
+    if other == "drop" and classes is not None:
+        table = table[table["label"].isin(classes)]
+    return table
+
+
 def resolve_classes(table: pd.DataFrame, classes: list[str] | None, where: str) -> list[str]:
     """The class list: the configured one (checked against the labels) or the sorted labels."""
     found = sorted(table["label"].unique())
@@ -151,7 +162,7 @@ def resolve_classes(table: pd.DataFrame, classes: list[str] | None, where: str) 
     if unknown:
         raise ValueError(
             f"{where}: label(s) {unknown} are not in data.classes {classes}; add them to "
-            "data.classes or remove those rows"
+            "data.classes, merge them with data.label_map, or set data.other_labels: drop"
         )
     empty = [c for c in classes if c not in found]
     if empty:

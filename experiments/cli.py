@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,9 @@ Runs are stored in mlruns/ (sqlite:///mlruns/mlflow.db); browse them with `cxrla
 """
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Each module exposes add_parser(subparsers) and sets its own `func`; imports stay light.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- config flags
@@ -208,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--backend-store-uri", default=None, help="tracking store [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
     ui.add_argument("--optuna", metavar="STORAGE", default=None, help="also start optuna-dashboard on this Optuna storage (needs optuna-dashboard)")
     ui.set_defaults(func=cmd_ui)
+
+    # Commands that live in their own runner modules register their parsers themselves.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -45,6 +45,8 @@ class DataConfig:
     source: str = _f("auto", "dataset adapter: auto | phantom | folder | csv")
     root: str | None = _f(None, "dataset root: a folder, or a CSV file for source=csv")
     classes: list[str] | None = _f(None, "class names in output order (default: sorted labels found)")
+    label_map: dict[str, str] = _f({}, "rename/merge labels first, e.g. {bacteria: pneumonia, virus: pneumonia}")
+    other_labels: str = _f("error", "labels not in data.classes: error (default) | drop (select a task)")
     image_size: int | None = _f(None, "square input side in pixels (default: the backbone's)")
     split: list[float] = _f([0.8, 0.1, 0.1], "holdout fractions train,val,test (ignored with folds)")
     folds: int | None = _f(None, "k for k-fold cross-validation (patient-grouped, stratified)")
@@ -194,9 +196,25 @@ def type_name(tp: Any) -> str:
         return type_name(args[0]) + "?"
     if origin is list:
         return f"list[{type_name(get_args(tp)[0])}]"
+    if origin is dict:
+        return "map"
     if origin is Literal:
         return "|".join(map(str, get_args(tp)))
     return getattr(tp, "__name__", str(tp))
+
+
+def _parse_mapping(text: str, where: str) -> Any:
+    """'{a: b}' (YAML) or 'a:b,c:d' from the command line."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{where}: {text!r} is not a valid YAML mapping") from None
+    pairs = [p.split(":", 1) for p in text.split(",") if p.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise ConfigError(f"{where}: expected key:value pairs like a:b,c:d, got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -209,6 +227,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
+    if origin is dict:
+        if isinstance(value, str):
+            value = _parse_mapping(value, where)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping like {{a: b}}, got {value!r}")
+        kt, vt = get_args(tp)
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = get_args(tp)
         if isinstance(value, str):
@@ -283,6 +308,7 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
 _CHOICES = {
     "data.source": ("auto", "phantom", "folder", "csv"),
     "data.balance": ("none", "downsample", "oversample", "augment_minority"),
+    "data.other_labels": ("error", "drop"),
     "model.head": ("gap-linear", "gap-mlp", "maxpool-mlp"),
     "model.optimizer": ("adam", "adamw", "rmsprop", "sgd"),
     "model.scheduler": ("none", "cosine", "plateau"),
@@ -342,6 +368,8 @@ def validate(cfg: Config, where: str = "config") -> Config:
             )
     if cfg.data.classes is not None and len(set(cfg.data.classes)) != len(cfg.data.classes):
         raise ConfigError(f"{where}: data.classes has duplicates: {cfg.data.classes}")
+    if cfg.data.other_labels == "drop" and cfg.data.classes is None:
+        raise ConfigError(f"{where}: data.other_labels=drop needs data.classes (the labels to keep)")
     return cfg
 
 
