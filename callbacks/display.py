@@ -1,0 +1,122 @@
+"""Display helpers for heatmaps: upsampling, min-max scaling, colour overlays and grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor
+
+ArrayLike = np.ndarray | Tensor
+
+
+def upsample(maps: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Bilinearly resize maps [..., h, w] to [..., H, W]."""
+    if maps.ndim < 2:
+        raise ValueError(f"maps: need at least 2 dims [..., h, w], got shape {tuple(maps.shape)}")
+    out_hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(out_hw) != 2 or min(out_hw) < 1:
+        raise ValueError(f"size: need a positive int or (H, W), got {size!r}")
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    # align_corners=False is the half-pixel convention of cv2.resize and PIL.
+    out = F.interpolate(flat, size=out_hw, mode="bilinear", align_corners=False)
+    return out.reshape(*lead, *out_hw)
+
+
+def minmax(maps: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale every map [..., h, w] to [0, 1] by its own min and max (constant maps become 0)."""
+    lo = maps.amin((-2, -1), keepdim=True)
+    span = maps.amax((-2, -1), keepdim=True) - lo
+    return (maps - lo) / span.clamp_min(eps)
+
+
+def overlay(
+    image: ArrayLike,
+    heatmap: ArrayLike,
+    alpha: float = 0.4,
+    cmap: str = "jet",
+    mask: ArrayLike | None = None,
+) -> np.ndarray:
+    """Blend the colour-mapped min-max heatmap over the image, as uint8 RGB [H, W, 3]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: need a blend weight in [0, 1], got {alpha}")
+    rgb = _as_rgb(image)
+    height, width = rgb.shape[:2]
+    heat = torch.from_numpy(_as_numpy(heatmap)).float().squeeze()
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap: need one map [h, w], got shape {tuple(heat.shape)}")
+    # Normalised over the whole map, so a mask shows how strong the inside is relative to all of it.
+    scaled = minmax(upsample(heat, (height, width))).numpy()
+    colours = matplotlib.colormaps[cmap](scaled)[..., :3]
+    blended = (1.0 - alpha) * rgb + alpha * colours
+    if mask is not None:
+        inside = _as_numpy(mask).squeeze().astype(bool)
+        if inside.shape != (height, width):
+            raise ValueError(
+                f"mask: need shape {(height, width)} like the image, got {inside.shape}"
+            )
+        blended = np.where(inside[..., None], blended, rgb)
+    return _to_uint8(blended)
+
+
+def heatmap_grid(
+    images: ArrayLike | Sequence[ArrayLike],
+    heatmaps: ArrayLike | Sequence[ArrayLike],
+    titles: Sequence[str] | None = None,
+    alphas: Sequence[float] = (0.4,),
+    masks: ArrayLike | Sequence[ArrayLike] | None = None,
+) -> Figure:
+    """Figure with one row per image: the original, then one overlay per alpha."""
+    n = len(images)
+    if len(heatmaps) != n:
+        raise ValueError(f"heatmaps: need one per image ({n}), got {len(heatmaps)}")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles: need one per image ({n}), got {len(titles)}")
+    if masks is not None and len(masks) != n:
+        raise ValueError(f"masks: need one per image ({n}), got {len(masks)}")
+    if not alphas:
+        raise ValueError("alphas: need at least one blend weight")
+    cols = 1 + len(alphas)
+    # A bare Figure (no pyplot) is not registered globally, so callbacks never leak figures.
+    fig = Figure(figsize=(2.2 * cols, 2.2 * n), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    for row in range(n):
+        mask = None if masks is None else masks[row]
+        axes[row, 0].imshow(_to_uint8(_as_rgb(images[row])))
+        axes[row, 0].set_ylabel("" if titles is None else titles[row])
+        for col, alpha in enumerate(alphas, start=1):
+            axes[row, col].imshow(overlay(images[row], heatmaps[row], alpha=alpha, mask=mask))
+            if row == 0:
+                axes[row, col].set_title(f"alpha={alpha:g}")
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image")
+    return fig
+
+
+def _as_numpy(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _as_rgb(image: ArrayLike) -> np.ndarray:
+    """Gray or RGB image, channels first or last, in [0, 1] -> float [H, W, 3]."""
+    img = _as_numpy(image).astype(np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"image: need [H, W], [1|3, H, W] or [H, W, 1|3], got {img.shape}")
+    return np.clip(img, 0.0, 1.0)
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
