@@ -1,0 +1,254 @@
+"""AOPC: area over the MoRF perturbation curve, evaluated with batched forward passes."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PERTURBATIONS = ("noise", "mean", "zero")
+ORDERS = ("morf", "random")
+
+
+@dataclass
+class AOPCResult:
+    """AOPC curve over steps plus the per-image numbers behind it."""
+
+    curve: np.ndarray  # [steps + 1], AOPC_L for L = 0..steps (curve[0] = 0)
+    per_image: np.ndarray  # [n_correct], AOPC at L = steps
+    f: np.ndarray  # [n_correct, steps + 1], probability of the predicted class after k steps
+    correct: np.ndarray  # [N] bool, images that entered the average
+    n_correct: int
+    n_excluded: int
+    value: float  # curve[-1]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put model in eval mode for the block, restoring its training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    """Device of the model's parameters (fallback for parameter-free models)."""
+    param = next(model.parameters(), None)
+    return fallback if param is None else param.device
+
+
+def _validate(
+    images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor, region: int, steps: int,
+    perturb: str, sigma: float, order: str, batch_size: int,
+) -> None:
+    """Raise ValueError on inconsistent AOPC arguments."""
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor [N, ch, H, W], got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    n, _, height, width = images.shape
+    if labels.shape != (n,) or labels.is_floating_point():
+        raise ValueError(f"labels must be {n} integer class indices, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if heatmaps.ndim != 3 or len(heatmaps) != n:
+        raise ValueError(f"heatmaps must be [N={n}, h, w] (one map per image), got "
+                         f"{tuple(heatmaps.shape)}")
+    if region < 1:
+        raise ValueError(f"region must be >= 1 pixel, got {region}")
+    n_regions = math.ceil(height / region) * math.ceil(width / region)
+    if not 1 <= steps <= n_regions:
+        raise ValueError(f"steps must be in 1..{n_regions} (regions of {region} px on "
+                         f"{height}x{width}), got {steps}")
+    if perturb not in PERTURBATIONS:
+        raise ValueError(f"perturb must be one of {PERTURBATIONS}, got {perturb!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _region_grid(height: int, width: int, region: int) -> torch.Tensor:
+    """Region index [H, W] of each pixel for a grid of region x region squares (edges partial)."""
+    rows = torch.arange(height) // region
+    cols = torch.arange(width) // region
+    return rows[:, None] * math.ceil(width / region) + cols[None, :]
+
+
+def _region_masses(heatmaps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Summed heatmap mass per region: heatmaps [N, H, W] at grid's size -> [N, R]."""
+    n_regions = int(grid.max()) + 1
+    flat = heatmaps.reshape(len(heatmaps), -1).to(torch.float64)
+    masses = torch.zeros(len(heatmaps), n_regions, dtype=torch.float64, device=heatmaps.device)
+    return masses.index_add_(1, grid.reshape(-1).to(heatmaps.device), flat)
+
+
+def _perturbation_steps(
+    heatmaps: torch.Tensor, grid: torch.Tensor, order: str, seed: int
+) -> torch.Tensor:
+    """Step (1-based) at which each region is perturbed: [N, R], by mass (morf) or at random."""
+    masses = _region_masses(heatmaps, grid)
+    if order == "morf":
+        # stable sort: equal-mass regions keep grid order, so results are reproducible
+        ranked = masses.argsort(dim=1, descending=True, stable=True)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        ranked = torch.rand(masses.shape, generator=gen).argsort(dim=1).to(masses.device)
+    step_of = torch.empty_like(ranked)
+    positions = torch.arange(1, ranked.shape[1] + 1, device=ranked.device)
+    return step_of.scatter_(1, ranked, positions.expand_as(ranked))
+
+
+def _image_noise(like: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Tensor:
+    """Standard normal noise shaped like images [b, ...], fixed per (seed, image index)."""
+    noise = torch.empty(like.shape, dtype=like.dtype)
+    # one generator per image, so an image's noise never depends on how the batch was cut
+    for row, i in zip(noise, index.tolist(), strict=True):
+        state = int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint64)[0])
+        row.normal_(generator=torch.Generator().manual_seed(state))
+    return noise.to(like.device)
+
+
+def _replacement(
+    x: torch.Tensor, index: torch.Tensor, perturb: str, sigma: float, seed: int
+) -> torch.Tensor:
+    """Fully perturbed version of images x [b, ch, H, W]; masks pick which pixels take it."""
+    if perturb == "zero":
+        return torch.zeros_like(x)
+    if perturb == "mean":
+        return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
+    return (x + sigma * _image_noise(x, index, seed)).clamp(0.0, 1.0)
+
+
+def _probs(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities in float64, so bf16/fp16 logits lose nothing more in the softmax."""
+    return model(batch).double().softmax(dim=1)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probabilities [N, K] of the unperturbed images, in batches."""
+    device = _model_device(model, images.device)
+    return torch.cat([
+        _probs(model, images[i:i + batch_size].to(device))
+        for i in range(0, len(images), batch_size)
+    ])
+
+
+@torch.no_grad()
+def _perturbed_probs(
+    model: nn.Module, images: torch.Tensor, index: torch.Tensor, classes: torch.Tensor,
+    step_of: torch.Tensor, grid: torch.Tensor, steps: int, perturb: str, sigma: float, seed: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """Probability of classes [n] after steps 1..steps for images[index]: [n, steps]."""
+    device = _model_device(model, images.device)
+    grid, step_of = grid.to(device), step_of.to(device)
+    out = torch.empty(len(index) * steps, dtype=torch.float64)
+    # the (image, step) pairs are flattened so every forward pass is a full batch
+    for start in range(0, len(out), batch_size):
+        pair = torch.arange(start, min(start + batch_size, len(out)))
+        img, step = pair // steps, pair % steps + 1
+        first = int(img[0])
+        unique = index[first:int(img[-1]) + 1]
+        x = images[unique].to(device)
+        rep = _replacement(x, unique, perturb, sigma, seed)
+        local = (img - first).to(device)
+        # region-level test first, then one bool gather to pixels (cheaper than int steps)
+        done = step_of[unique.to(device)][local] <= step.to(device)[:, None]
+        batch = torch.where(done[:, grid][:, None], rep[local], x[local])
+        probs = _probs(model, batch)
+        out[pair] = probs.gather(1, classes[img].to(device)[:, None])[:, 0].cpu()
+    return out.reshape(len(index), steps)
+
+
+def _aopc_from_predictions(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
+    probs: torch.Tensor, region: int, steps: int, perturb: str, sigma: float, order: str,
+    seed: int, batch_size: int,
+) -> AOPCResult:
+    """AOPC given the unperturbed probabilities, so baselines can share that forward pass."""
+    height, width = images.shape[-2:]
+    grid = _region_grid(height, width, region)
+    maps = F.interpolate(heatmaps[:, None].to(torch.float64), size=(height, width),
+                         mode="bilinear", align_corners=False)[:, 0]
+    step_of = _perturbation_steps(maps, grid, order, seed)
+    pred = probs.argmax(dim=1).cpu()
+    correct = pred == labels.cpu()
+    index = torch.nonzero(correct)[:, 0]
+    f0 = probs.cpu()[index, pred[index]]
+    f_steps = _perturbed_probs(model, images, index, pred[index], step_of, grid, steps,
+                               perturb, sigma, seed, batch_size)
+    f = torch.cat([f0[:, None], f_steps], dim=1).numpy()
+    n_correct = len(index)
+    if n_correct == 0:
+        warnings.warn("no image is classified correctly: AOPC is NaN", stacklevel=3)
+    # AOPC_L = mean_i sum_{k<=L} (f_i(x0) - f_i(xk)) / (L+1); the k=0 term is zero
+    cumulative = np.cumsum(f[:, :1] - f, axis=1)
+    norm = np.arange(1, steps + 2)
+    curve = cumulative.mean(axis=0) / norm if n_correct else np.full(steps + 1, np.nan)
+    return AOPCResult(
+        curve=curve,
+        per_image=cumulative[:, -1] / (steps + 1),
+        f=f,
+        correct=correct.numpy(),
+        n_correct=n_correct,
+        n_excluded=len(images) - n_correct,
+        value=float(curve[-1]),
+    )
+
+
+def aopc(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
+    region: int = 34, steps: int = 10, perturb: str = "noise", sigma: float = 0.1,
+    order: str = "morf", seed: int = 0, batch_size: int = 64,
+) -> AOPCResult:
+    """AOPC of heatmaps [N, h, w] for model on correctly classified images [N, ch, H, W]."""
+    _validate(images, labels, heatmaps, region, steps, perturb, sigma, order, batch_size)
+    with _eval_mode(model):
+        probs = _predict(model, images, batch_size)
+        return _aopc_from_predictions(model, images, labels, heatmaps, probs, region, steps,
+                                      perturb, sigma, order, seed, batch_size)
+
+
+def aopc_with_baseline(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
+    region: int = 34, steps: int = 10, perturb: str = "noise", sigma: float = 0.1,
+    seed: int = 0, batch_size: int = 64, random_seeds: int = 3,
+) -> dict[str, float | int | np.ndarray]:
+    """MoRF AOPC, the mean random-order AOPC over random_seeds seeds, their gap and curves."""
+    _validate(images, labels, heatmaps, region, steps, perturb, sigma, "morf", batch_size)
+    if random_seeds < 1:
+        raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
+    args = (region, steps, perturb, sigma)
+    with _eval_mode(model):
+        probs = _predict(model, images, batch_size)
+        morf = _aopc_from_predictions(model, images, labels, heatmaps, probs, *args, "morf",
+                                      seed, batch_size)
+        rand = [
+            _aopc_from_predictions(model, images, labels, heatmaps, probs, *args, "random",
+                                   seed + 1 + r, batch_size)
+            for r in range(random_seeds)
+        ]
+    aopc_random = float(np.mean([r.value for r in rand]))
+    return {
+        "aopc": morf.value,
+        "aopc_random": aopc_random,
+        "aopc_gap": morf.value - aopc_random,
+        "curve_morf": morf.curve,
+        "curve_random": np.mean([r.curve for r in rand], axis=0),
+        "per_image_morf": morf.per_image,
+        "per_image_random": np.mean([r.per_image for r in rand], axis=0),
+        "n_correct": morf.n_correct,
+        "n_excluded": morf.n_excluded,
+    }
