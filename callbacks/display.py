@@ -47,7 +47,9 @@ def overlay(
         raise ValueError(f"alpha: need a blend weight in [0, 1], got {alpha}")
     rgb = _as_rgb(image)
     height, width = rgb.shape[:2]
-    heat = torch.from_numpy(_as_numpy(heatmap)).float().squeeze()
+    heat = torch.from_numpy(_as_numpy(heatmap)).float()
+    while heat.ndim > 2 and heat.shape[0] == 1:  # not squeeze(): a 1x1 map must stay 2-D
+        heat = heat[0]
     if heat.ndim != 2:
         raise ValueError(f"heatmap: need one map [h, w], got shape {tuple(heat.shape)}")
     # Normalised over the whole map, so a mask shows how strong the inside is relative to all of it.

@@ -144,3 +144,10 @@ def log_eval_figures(
         client, run_id, plot_confusion_matrix(cm, classes, normalize=True), f"{split}_confusion_matrix_norm.png"
     )
     tracking.log_figure(client, run_id, plot_roc(roc_curves(y, p), classes), f"{split}_roc.png")
+
+
+def run_artifact_sink(trainer: L.Trainer, folder: str, objects: dict[str, Any]) -> None:
+    """Write artifacts into the trainer's MLflow run (rank 0; nothing without an MLFlowLogger)."""
+    logger = mlflow_logger(trainer)
+    if logger is not None and trainer.is_global_zero:
+        tracking.log_objects(logger.experiment, logger.run_id, objects, folder)

@@ -61,27 +61,56 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 
 
 def log_figure(client: Any, run_id: str, fig: Any, artifact_file: str) -> None:
-    """Log a matplotlib figure as a PNG artifact and close it."""
-    import matplotlib.pyplot as plt
-
-    client.log_figure(run_id, fig, artifact_file)
-    plt.close(fig)
+    """Log a matplotlib figure as a PNG artifact."""
+    log_file_object(client, run_id, fig, artifact_file)
 
 
 def log_frame(client: Any, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
     """Log a DataFrame as a CSV artifact."""
-    log_bytes(client, run_id, df.to_csv(index=False).encode(), artifact_file)
+    log_file_object(client, run_id, df, artifact_file)
 
 
 def log_bytes(client: Any, run_id: str, data: bytes, artifact_file: str) -> None:
-    """Log raw bytes as an artifact at `artifact_file` (a path inside the run's artifacts)."""
+    """Log raw bytes as an artifact."""
+    log_file_object(client, run_id, data, artifact_file)
+
+
+def log_file_object(client: Any, run_id: str, obj: Any, artifact_file: str) -> None:
+    """Log one in-memory artifact at `artifact_file` (a path inside the run's artifacts)."""
     path = Path(artifact_file)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / path.name
-        local.write_bytes(data)
-        client.log_artifact(run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+    log_objects(client, run_id, {path.name: obj}, str(path.parent) if str(path.parent) != "." else None)
 
 
 def log_dir(client: Any, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
     """Log every file under a local folder."""
     client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def write_objects(objects: dict[str, Any], folder: str | Path) -> list[Path]:
+    """Write {relative name: Figure | DataFrame | bytes | str} into a local folder."""
+    from matplotlib.figure import Figure
+
+    folder = Path(folder)
+    written = []
+    for name, obj in objects.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, Figure):
+            obj.savefig(path, dpi=120)
+        elif isinstance(obj, pd.DataFrame):
+            obj.to_csv(path, index=False)
+        elif isinstance(obj, bytes):
+            path.write_bytes(obj)
+        elif isinstance(obj, str):
+            path.write_text(obj)
+        else:
+            raise TypeError(f"cannot write {name}: unsupported artifact type {type(obj).__name__}")
+        written.append(path)
+    return written
+
+
+def log_objects(client: Any, run_id: str, objects: dict[str, Any], artifact_path: str | None = None) -> None:
+    """Log many in-memory artifacts with one upload (a temp folder, then log_artifacts)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_objects(objects, tmp)
+        client.log_artifacts(run_id, tmp, artifact_path)

@@ -13,10 +13,11 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
+from callbacks.explain import ExplainCallback
 from datamodules.datamodule import CXRDataModule
 from experiments import tracking
 from experiments.config import Config, to_dict
-from experiments.record import RunRecorder
+from experiments.record import RunRecorder, run_artifact_sink
 from lightning_modules.backbones import default_input_size
 from lightning_modules.classifier import CXRClassifier
 
@@ -149,7 +150,10 @@ def train(
             run_id=run_id,
         )
     recorder = RunRecorder(cfg, resumed_from=resume)
-    trainer = build_trainer(cfg, logger, [recorder, *callbacks])
+    # Order matters: explanations land in callback_metrics before the recorder snapshots the best
+    # epoch and before a sweep's pruning callback reads its objective.
+    explainers = [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, run_artifact_sink)] if cfg.explain.enabled else []
+    trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None

@@ -1,0 +1,57 @@
+"""Small in-memory image sets (probe sets, explain sets) with their masks, preprocessed like eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from datamodules.images import read_image, read_mask
+from datamodules.transforms import crop_margin, eval_transform
+
+
+@dataclass
+class ImageSet:
+    """Images [N, 1, S, S] in [0, 1], class indices [N], and optional masks [N, S, S] (bool)."""
+
+    table: pd.DataFrame
+    images: torch.Tensor
+    labels: torch.Tensor
+    lung_masks: torch.Tensor | None
+    lesion_masks: torch.Tensor | None
+
+
+def stratified_sample(table: pd.DataFrame, per_class: int | None, seed: int = 0) -> pd.DataFrame:
+    """Up to `per_class` rows of every label (all rows when None), seeded, in label order."""
+    if per_class is None:
+        return table
+    parts = [
+        g.sample(n=min(per_class, len(g)), random_state=seed) for _, g in table.groupby("label", sort=True)
+    ]
+    return pd.concat(parts) if parts else table.iloc[:0]
+
+
+def _load_mask(path: object, size: int, margin: float) -> torch.Tensor:
+    if not isinstance(path, str) or not path:
+        return torch.zeros(size, size, dtype=torch.bool)
+    m = torch.from_numpy(read_mask(path)).float()[None, None]
+    # Nearest keeps the mask binary; the crop matches the image's, so pixels line up.
+    m = F.interpolate(crop_margin(m, margin), size=(size, size), mode="nearest")
+    return m[0, 0] > 0.5
+
+
+def load_image_set(table: pd.DataFrame, classes: list[str], size: int, margin: float = 0.0) -> ImageSet:
+    """Decode a (small) table into tensors, with lung/lesion masks when the table has them."""
+    transform = eval_transform(size, margin)
+    images = torch.stack([transform(torch.from_numpy(read_image(p))[None]) for p in table["path"]])
+    index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([index.get(label, -1) for label in table["label"]], dtype=torch.long)
+
+    def masks(column: str) -> torch.Tensor | None:
+        if column not in table.columns or table[column].isna().all():
+            return None
+        return torch.stack([_load_mask(p, size, margin) for p in table[column]])
+
+    return ImageSet(table.reset_index(drop=True), images, labels, masks("mask_path"), masks("lesion_path"))
