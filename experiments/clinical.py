@@ -302,6 +302,14 @@ def roc_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[int, RocCurve]:
     return curves
 
 
+def micro_roc_curve(y_true: np.ndarray, probs: np.ndarray) -> RocCurve:
+    """Micro-average ROC curve: every (image, class) pair pooled as one binary problem."""
+    y, p = _check_labels_probs(y_true, probs)
+    onehot = np.eye(p.shape[1], dtype=bool)[y]
+    fpr, tpr, thr = metrics.roc_curve(onehot.ravel(), p.ravel())
+    return RocCurve(fpr, tpr, thr, float(metrics.auc(fpr, tpr)))
+
+
 def pr_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[int, PrCurve]:
     """One-vs-rest precision-recall curve per class index; classes without positives are left out."""
     y, p = _check_labels_probs(y_true, probs)
@@ -380,13 +388,15 @@ def threshold_analysis(
     test_scores: np.ndarray,
     test_pos: np.ndarray,
     cutoffs: Sequence[float] = (0.5, 0.9),
+    split_names: tuple[str, str] = ("validation", "test"),
 ) -> dict[str, Any]:
     """Choose zero-FN and Youden thresholds on validation, apply them to both splits, add cut-offs."""
     thresholds = {
         "zero_fn": zero_fn_threshold(val_scores, val_pos),
         "youden": youden_threshold(val_scores, val_pos),
     }
-    splits = {"validation": (val_scores, val_pos), "test": (test_scores, test_pos)}
+    # Two equal names mean one split evaluated in-sample: its rows then appear once.
+    splits = dict(zip(split_names, ((val_scores, val_pos), (test_scores, test_pos)), strict=True))
     chosen = pd.DataFrame(
         [
             {"rule": rule, "split": split, **binary_metrics(s, pos, t)}

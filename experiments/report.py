@@ -106,7 +106,7 @@ def _html_table(df: pd.DataFrame) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>"
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown pipe table."""
     header, body = _table_rows(df)
 
@@ -115,6 +115,23 @@ def _markdown_table(df: pd.DataFrame) -> str:
         return "| " + " | ".join(c.replace("|", r"\|").replace("\n", " ") for c in cells) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *map(line, body)])
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """A plain-text table for the terminal: numeric columns right-aligned, others left-aligned."""
+    header, body = _table_rows(df)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    numeric = [False] * (len(header) - len(numeric)) + numeric  # the index column, when shown
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if right else c.ljust(w)
+            for c, w, right in zip(cells, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
 
 
 def render_html(title: str, sections: Sequence[Section]) -> str:
@@ -153,7 +170,7 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
     for section in sections:
         parts.append(f"## {section.heading}")
         parts += list(section.text)
-        parts += [_markdown_table(t) for t in section.tables]
+        parts += [markdown_table(t) for t in section.tables]
         # Percent-encoding keeps paths with spaces or parentheses valid link targets.
         parts += [f"![{section.heading}]({quote(Path(p).as_posix())})" for p in section.images]
     return "\n\n".join(parts) + "\n"

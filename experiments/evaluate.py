@@ -1,0 +1,254 @@
+"""cxrlab evaluate: a checkpoint in; a clinical-style report folder and one MLflow run out."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from datamodules.evaluation import UNSEEN, evaluation_data
+from experiments import tracking
+from experiments.clinical import per_class_table
+from experiments.config import from_dict, set_dotted, to_dict
+from experiments.eval_outputs import VAL, Predictions, positive_class, write_json, write_outputs
+from experiments.inference import pick_device, predict_table
+from experiments.report import Section, render_html, render_markdown, text_table
+from lightning_modules.checkpoint import load_classifier
+
+SPLITS = ("test", "val", "all")
+EVAL_EXPERIMENT = "cxrlab-evaluate"
+EVAL_ROOT = Path("mlruns/evaluations")
+# Only what describes the data and the explanations may change; the model is the checkpoint's.
+OVERRIDABLE = ("data.", "explain.")
+
+
+def evaluation_config(
+    config: dict[str, Any], overrides: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """The checkpoint's training config with `--data.*` / `--explain.*` overrides, validated."""
+    raw = copy.deepcopy(config)
+    for key, value in overrides.items():
+        if not key.startswith(OVERRIDABLE):
+            raise ValueError(
+                f"--{key}: evaluate rebuilds the model from the checkpoint; only --data.* and "
+                "--explain.* options can change"
+            )
+        set_dotted(raw, key, value)
+    return to_dict(from_dict(raw, f"{where} (config stored in the checkpoint, with overrides)"))
+
+
+def parse_cutoffs(text: str | Sequence[float]) -> list[float]:
+    """'0.5,0.9' -> [0.5, 0.9], each a probability."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        values = [float(v) for v in parts if str(v).strip()]
+    except ValueError:
+        raise ValueError(
+            f"--cutoffs {text!r}: give probabilities separated by commas, e.g. 0.5,0.9"
+        ) from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"--cutoffs {text!r}: give probabilities in [0, 1], e.g. 0.5,0.9")
+    return values
+
+
+def default_out(checkpoint: str | Path) -> Path:
+    """A fresh folder mlruns/evaluations/<timestamp>-<checkpoint stem>."""
+    base = EVAL_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(checkpoint).stem}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def rows_to_predict(table: pd.DataFrame, split: str, with_val: bool) -> pd.DataFrame:
+    """Known rows of `split` (plus validation when thresholds are chosen) and every unseen row."""
+    known = table["known"].to_numpy(bool)
+    names = [split, VAL] if with_val else [split]
+    in_split = table["split"].isin(names).to_numpy() | (split == "all")
+    keep = table["split"].eq(UNSEEN).to_numpy() | (known & in_split)
+    return table[keep]
+
+
+def evaluate(
+    checkpoint: str | Path,
+    overrides: dict[str, Any] | None = None,
+    split: str = "test",
+    out: str | Path | None = None,
+    positive: str | None = None,
+    cutoffs: Sequence[float] | str = (0.5, 0.9),
+    tracking_uri: str | None = None,
+    explain: bool = False,
+    device: str = "auto",
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split; write every output to `out`, log one MLflow run."""
+    if split not in SPLITS:
+        raise ValueError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    cutoffs = parse_cutoffs(cutoffs)
+    uri = tracking.resolve_uri(tracking_uri)
+    model = load_classifier(checkpoint)
+    classes = model.classes
+    cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
+    positive = positive_class(classes, positive)
+    data = evaluation_data(cfg["data"], classes, cfg["seed"], model.input_size)
+    rows = rows_to_predict(data.table, split, with_val=positive is not None)
+    probs = predict_table(
+        model,
+        rows,
+        cfg["data"]["crop_margin"],
+        cfg["data"]["batch_size"],
+        cfg["data"]["num_workers"],
+        pick_device(device),
+        progress,
+    )
+    preds = Predictions(rows, probs, classes)
+    out = Path(out) if out is not None else default_out(checkpoint)
+    results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
+    extra: list[Section] = []
+    if explain:
+        from experiments.evaluate_explain import explain_report
+
+        extra, explain_metrics = explain_report(model, preds, data.table, split, positive, cfg, out)
+        results["metrics"] |= explain_metrics
+    train_run_id = model.run_info.get("run_id")
+    results = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "train_run_id": train_run_id,
+        "data_root": data.where,
+        "out": str(out),
+        "skipped_images": len(data.skipped),
+    } | results
+    if len(data.skipped):
+        data.skipped.to_csv(out / "skipped_images.csv", index=False)
+    title = f"cxrlab evaluation: {Path(checkpoint).name} on {Path(data.where).name} ({split})"
+    report = [overview(results, cfg, preds, data.skipped), *sections, *extra]
+    (out / "report.html").write_text(render_html(title, report))
+    (out / "report.md").write_text(render_markdown(title, report))
+    write_json(out / "metrics.json", results)
+    results["run_id"], results["experiment_id"] = log_evaluation(out, results, cfg, uri)
+    return results
+
+
+def overview(
+    results: dict[str, Any], cfg: dict[str, Any], preds: Predictions, skipped: pd.DataFrame
+) -> Section:
+    """What was evaluated: checkpoint, model, data and how many images of each label per split."""
+    m, d = cfg["model"], cfg["data"]
+    text = [
+        f"Checkpoint: {results['checkpoint']} "
+        f"(training run {results['train_run_id'] or 'unknown'}).",
+        f"Model: {m['backbone']}, head {m['head']}, fine-tune {m['finetune']}, input "
+        f"{d['image_size']} px; classes {', '.join(preds.classes)}.",
+        f"Data: {results['data_root']} (source {d['source']}"
+        + (f", label map {d['label_map']}" if d["label_map"] else "")
+        + f"); evaluated split: {results['split']} ({results['n']} images of known classes).",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')}. Metrics use the evaluated split only; "
+        "thresholds are chosen on the validation split.",
+    ]
+    if len(skipped):
+        text.append(f"{len(skipped)} unreadable image(s) skipped (skipped_images.csv).")
+    counts = pd.crosstab(preds.rows["label"], preds.rows["split"])
+    counts.index.name = "label"
+    counts.columns.name = None
+    return Section("Overview", text, tables=[counts])
+
+
+def log_evaluation(
+    out: Path, results: dict[str, Any], cfg: dict[str, Any], uri: str
+) -> tuple[str, str]:
+    """One MLflow run with every output file, in the training run's experiment when known."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(uri)
+    train_run_id = results["train_run_id"]
+    # A run trained against another store is filed with the other stray evaluations.
+    experiment_id = tracking.experiment_of(client, train_run_id) or tracking.ensure_experiment(
+        client, EVAL_EXPERIMENT, uri
+    )
+    m = cfg["model"]
+    tags = {
+        "cxrlab.kind": "evaluate",
+        "cxrlab.train_run_id": train_run_id or "unknown",
+        "backbone": m["backbone"],
+        "head": m["head"],
+        "finetune": m["finetune"],
+        "dataset": Path(results["data_root"]).name,
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(
+        experiment_id,
+        run_name=f"evaluate-{Path(results['checkpoint']).stem}-{results['split']}",
+        tags=tags,
+    )
+    run_id = run.info.run_id
+    try:
+        params = {
+            "checkpoint": results["checkpoint"],
+            "split": results["split"],
+            "classes": ",".join(results["classes"]),
+            "positive": (results["binary"] or {}).get("positive", "none"),
+            "data.root": results["data_root"],
+            "data.source": cfg["data"]["source"],
+            "data.label_map": str(cfg["data"]["label_map"]),
+            "model.backbone": m["backbone"],
+            "model.head": m["head"],
+            "model.finetune": m["finetune"],
+        }
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in results["metrics"].items()]
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        for i in range(0, len(metrics), 500):
+            client.log_batch(run_id, metrics=metrics[i : i + 500])
+        client.log_artifacts(run_id, str(out))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id, experiment_id
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    """A number for the terminal, 'n/a' where it is undefined (stored as null)."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The short terminal summary of an evaluation."""
+    s, split, binary = results["summary"], results["split"], results["binary"]
+    columns = ["sensitivity", "specificity", "f1", "auc", "support"]
+    table = per_class_table(s).rename(columns={"recall": "sensitivity"})[columns]
+    lo, hi = results["auc_ci"]["macro"]
+    lines = [
+        f"== cxrlab evaluate: {split} split, {results['n']} images ==",
+        text_table(table),
+        f"accuracy {_fmt(s['accuracy'])}   macro F1 {_fmt(s['macro_avg']['f1'])}   "
+        f"macro AUC {_fmt(s['macro_avg']['auc'])} [95 % CI {_fmt(lo)}-{_fmt(hi)}]   "
+        f"ECE {_fmt(results['calibration']['ece'])}",
+    ]
+    if binary:
+        lines += [
+            f"{binary['positive']}: {row['rule']} threshold {_fmt(row['threshold'], '.4g')} "
+            f"(chosen on val) -> sensitivity {_fmt(row['sensitivity'])}, "
+            f"specificity {_fmt(row['specificity'])}"
+            for row in binary["chosen"]
+            if row["split"] == split
+        ]
+        if not binary["thresholds"]:
+            lines.append(f"{binary['positive']}: {binary['note']}")
+    for row in results["unseen"]:
+        spread = ", ".join(f"{c} {row[c]}" for c in results["classes"] if row[c])
+        lines.append(f"unseen label {row['true label']} ({row['n']} images) -> {spread}")
+    lines += [
+        f"report:     {Path(results['out']) / 'report.html'}",
+        f"MLflow run: {results['run_id']}",
+    ]
+    return "\n".join(lines)
