@@ -43,7 +43,7 @@ def of_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """The map of one class per image ([N, h, w]); class-agnostic maps pass through."""
     if maps.shape[1] == 1:
         return maps[:, 0]
-    return maps[torch.arange(len(maps)), classes]
+    return maps[torch.arange(len(maps)), torch.as_tensor(classes, dtype=torch.long)]
 
 
 def check_aopc_grid(image_size: int, region: int, steps: int) -> None:

@@ -22,7 +22,13 @@ Runs are stored in mlruns/ (sqlite:///mlruns/mlflow.db); browse them with `cxrla
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # Each module exposes add_parser(subparsers) and sets its own `func`; imports stay light.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "experiments.evaluate_cli",
+    "experiments.predict_cli",
+    "experiments.compare_cli",
+    "experiments.explain_cli",
+    "experiments.sweep",
+)
 
 
 # --------------------------------------------------------------------------- config flags

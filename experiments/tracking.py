@@ -114,3 +114,15 @@ def log_objects(client: Any, run_id: str, objects: dict[str, Any], artifact_path
     with tempfile.TemporaryDirectory() as tmp:
         write_objects(objects, tmp)
         client.log_artifacts(run_id, tmp, artifact_path)
+
+
+def experiment_of(client: Any, run_id: str | None) -> str | None:
+    """The experiment id of a run this store knows, else None (e.g. trained against another store)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return None

@@ -1,0 +1,100 @@
+"""The explanation part of an evaluation: heatmap galleries of TP/FP/FN (or correct/misclassified),
+average heatmaps, eigen-heatmaps, AOPC and focus on the evaluated split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from callbacks.display import heatmap_grid
+from callbacks.explain_set import (
+    explain_images,
+    explanation_artifacts,
+    explanation_metrics,
+    heatmaps,
+    of_class,
+)
+from datamodules.probe import load_image_set, stratified_sample
+from experiments import tracking
+from experiments.eval_outputs import Predictions
+from experiments.report import Section
+
+FIGURES = ("averages.png", "argmax_map.png", "boxplots.png", "eigen_components.png", "aopc_curve.png")
+
+
+def case_rows(preds: Predictions, split: str, positive: str | None, per_case: int = 4, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Up to `per_case` rows of each outcome: TP/FP/FN for a positive class, else correct/misclassified."""
+    rows = preds.rows.assign(pred=[preds.classes[i] for i in preds.probs.argmax(1)])
+    rows = rows[rows["known"] & ((rows["split"] == split) | (split == "all"))]
+    truth, pred = rows["label"], rows["pred"]
+    if positive:
+        cases = {
+            "true_positives": (truth == positive) & (pred == positive),
+            "false_positives": (truth != positive) & (pred == positive),
+            "false_negatives": (truth == positive) & (pred != positive),
+        }
+    else:
+        cases = {"correct": truth == pred, "misclassified": truth != pred}
+    return {
+        name: rows[mask].sample(n=min(per_case, int(mask.sum())), random_state=seed)
+        for name, mask in cases.items() if mask.any()
+    }
+
+
+def _gallery(model: Any, rows: pd.DataFrame, classes: list[str], cfg: dict[str, Any], method: str) -> Any:
+    """Overlays of each image's predicted-class heatmap at several alphas."""
+    images = load_image_set(rows, classes, model.input_size, cfg["data"]["crop_margin"])
+    layer = cfg["explain"].get("target_layer") or model.target_layer
+    pred = rows["pred"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    maps = of_class(heatmaps(model, layer, images.images, method), pred)
+    titles = [f"{t} -> {p}" for t, p in zip(rows["label"], rows["pred"], strict=True)]
+    return heatmap_grid(images.images[:, 0], maps, titles=titles, alphas=(0.3, 0.5, 0.7))
+
+
+def explain_report(
+    model: Any,
+    preds: Predictions,
+    data_table: pd.DataFrame,
+    split: str,
+    positive: str | None,
+    cfg: dict[str, Any],
+    out: Path,
+    per_class: int = 50,
+) -> tuple[list[Section], dict[str, float]]:
+    """Write explain/ into `out`; return the report section and `<split>/explain/*` metrics."""
+    rows = data_table[data_table["known"] & ((data_table["split"] == split) | (split == "all"))]
+    sample = load_image_set(
+        stratified_sample(rows, per_class, cfg["seed"]), model.classes, model.input_size, cfg["data"]["crop_margin"]
+    )
+    settings = cfg["explain"]
+    es = explain_images(
+        model, sample.images, sample.labels, model.classes, settings,
+        lung_masks=sample.lung_masks, lesion_masks=sample.lesion_masks, seed=cfg["seed"],
+    )
+    artifacts = explanation_artifacts(es)
+    for name, case in case_rows(preds, split, positive, seed=cfg["seed"]).items():
+        artifacts[f"cases_{name}.png"] = _gallery(model, case, model.classes, cfg, es.primary)
+    folder = out / "explain"
+    tracking.write_objects(artifacts, folder)
+    metrics = explanation_metrics(es)
+    text = [f"{len(sample.labels)} images of the {split} split ({per_class} per class at most), method {es.primary}."]
+    tables = []
+    if es.aopc is not None:
+        a = settings["aopc"]
+        text.append(
+            f"AOPC (MoRF, {a['region']} px regions, {a['steps']} steps, {a['perturb']} perturbation) over "
+            f"{es.aopc['n_correct']} correctly classified images; random-order baseline over {a['random_seeds']} seeds."
+        )
+        tables.append(pd.DataFrame([{k.removeprefix("explain/"): v for k, v in metrics.items() if "aopc" in k or "focus" in k}]))
+    if es.eigen is not None:
+        tables.append(es.eigen.avg_pc1_corr.reset_index(names="PC1 of class \\ average of"))
+    shown = [f"cases_{n}.png" for n in ("true_positives", "false_positives", "false_negatives", "correct", "misclassified")]
+    shown = [n for n in (*shown, *FIGURES) if n in artifacts]
+    section = Section(
+        "Explanations", text=text, tables=tables,
+        figures=[folder / n for n in shown], images=[f"explain/{n}" for n in shown],
+    )
+    return [section], {f"{split}/{k}": v for k, v in metrics.items() if np.isfinite(v)}

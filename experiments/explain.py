@@ -1,0 +1,123 @@
+"""`cxrlab explain`: the epoch-end explanation set for any split of a checkpoint's data, and
+`cxrlab explain compare A B`: heatmap robustness between two heatmap sets."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from callbacks.explain_set import (
+    check_aopc_grid,
+    explain_images,
+    explanation_artifacts,
+    explanation_metrics,
+    load_heatmap_archive,
+    robustness,
+)
+from datamodules.evaluation import evaluation_data
+from datamodules.probe import load_image_set, stratified_sample
+from experiments import tracking
+from experiments.evaluate import evaluation_config
+from lightning_modules.checkpoint import load_classifier, read_checkpoint
+
+HEATMAP_SET = re.compile(r"^explain/([^/]+)/heatmaps\.npz$")
+
+
+def explain_checkpoint(
+    checkpoint: str,
+    overrides: dict[str, Any] | None = None,
+    split: str = "test",
+    out: str | None = None,
+    max_per_class: int | None = 50,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Explain up to `max_per_class` images per class of one split; write and log the artifacts."""
+    ckpt = read_checkpoint(checkpoint)
+    model = load_classifier(checkpoint, ckpt)
+    cfg = evaluation_config(model.config, overrides or {}, checkpoint)
+    settings = cfg["explain"]
+    check_aopc_grid(model.input_size, settings["aopc"]["region"], settings["aopc"]["steps"])
+    data = evaluation_data(cfg["data"], model.classes, cfg["seed"], model.input_size)
+    rows = data.table[data.table["known"]]
+    rows = rows if split == "all" else rows[rows["split"] == split]
+    if rows.empty:
+        raise ValueError(
+            f"{data.where}: the {split} split has no images of the model's classes; choose --split val, test or all"
+        )
+    images = load_image_set(
+        stratified_sample(rows, max_per_class, cfg["seed"]), model.classes, model.input_size,
+        cfg["data"]["crop_margin"],
+    )
+    es = explain_images(
+        model, images.images, images.labels, model.classes, settings,
+        lung_masks=images.lung_masks, lesion_masks=images.lesion_masks, seed=cfg["seed"],
+    )
+    metrics = explanation_metrics(es)
+    artifacts = explanation_artifacts(es)
+    artifacts["images.csv"] = images.table[["path", "label", "split"]]
+    out_dir = Path(out) if out else Path("mlruns/explanations") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(checkpoint).stem}"
+    tracking.write_objects(artifacts, out_dir)
+    run_id = _log_run(model.run_info.get("run_id"), checkpoint, split, metrics, out_dir, tracking_uri)
+    return {"out": str(out_dir), "metrics": metrics, "run_id": run_id, "n_images": len(images.labels)}
+
+
+def _log_run(train_run: str | None, checkpoint: str, split: str, metrics: dict[str, float], folder: Path, uri: str | None) -> str:
+    """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
+    from mlflow import MlflowClient
+
+    uri = tracking.resolve_uri(uri)
+    client = MlflowClient(uri)
+    experiment = tracking.experiment_of(client, train_run) or tracking.ensure_experiment(client, "cxrlab-explain", uri)
+    tags = {"cxrlab.kind": "explain", "cxrlab.checkpoint": str(Path(checkpoint).resolve()), "cxrlab.split": split}
+    if train_run:
+        tags["cxrlab.train_run_id"] = train_run
+    run = client.create_run(experiment, tags=tags, run_name=f"explain-{split}-{Path(checkpoint).stem}")
+    run_id = run.info.run_id
+    for key, value in metrics.items():
+        client.log_metric(run_id, f"{split}/{key}", value)
+    client.log_artifacts(run_id, str(folder), f"explain/{split}")
+    client.set_terminated(run_id)
+    return run_id
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def heatmap_set(ref: str, uri: str | None = None) -> tuple[Any, Any, list[str]]:
+    """A heatmap set from a heatmaps.npz file, a folder holding one, or an MLflow run id."""
+    path = Path(ref)
+    if path.is_file():
+        return load_heatmap_archive(str(path))
+    if (path / "heatmaps.npz").is_file():
+        return load_heatmap_archive(str(path / "heatmaps.npz"))
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking.resolve_uri(uri))
+    try:
+        client.get_run(ref)
+    except MlflowException:
+        raise ValueError(f"{ref}: neither a heatmaps.npz, a folder with one, nor an MLflow run id") from None
+    found = sorted(
+        a.path for d in client.list_artifacts(ref, "explain") if d.is_dir
+        for a in client.list_artifacts(ref, d.path) if HEATMAP_SET.match(a.path)
+    )
+    if not found:
+        raise ValueError(f"run {ref} has no explain/*/heatmaps.npz; train with explain.enabled or run cxrlab explain")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(ref, found[-1], tmp)
+        return load_heatmap_archive(local)
+
+
+def explain_compare(a: str, b: str, out: str | None = None, uri: str | None = None, display_size: int = 224) -> pd.DataFrame:
+    """Robustness table between two heatmap sets (and its CSV in `out`)."""
+    table = robustness(heatmap_set(a, uri), heatmap_set(b, uri), display_size)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        table.to_csv(Path(out) / "heatmap_robustness.csv", index=False)
+    return table
