@@ -34,11 +34,13 @@ COMMAND_MODULES: tuple[str, ...] = (
 # --------------------------------------------------------------------------- config flags
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--section.key VALUE` flag per config option, grouped by section, with its help."""
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
+    """One `--section.key VALUE` flag per config option (of `sections`, default all), with its help."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, tp, default, help_text in iter_fields():
         section = key.split(".")[0] if "." in key else "general"
+        if sections is not None and section not in sections:
+            continue
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} options (config key {section}.*)")
         shown = "null" if default is None else default

@@ -163,57 +163,31 @@ def log_evaluation(
     out: Path, results: dict[str, Any], cfg: dict[str, Any], uri: str
 ) -> tuple[str, str]:
     """One MLflow run with every output file, in the training run's experiment when known."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-
-    client = MlflowClient(uri)
-    train_run_id = results["train_run_id"]
-    # A run trained against another store is filed with the other stray evaluations.
-    experiment_id = tracking.experiment_of(client, train_run_id) or tracking.ensure_experiment(
-        client, EVAL_EXPERIMENT, uri
-    )
     m = cfg["model"]
     tags = {
         "cxrlab.kind": "evaluate",
-        "cxrlab.train_run_id": train_run_id or "unknown",
         "backbone": m["backbone"],
         "head": m["head"],
         "finetune": m["finetune"],
         "dataset": Path(results["data_root"]).name,
     }
-    commit = tracking.git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(
-        experiment_id,
-        run_name=f"evaluate-{Path(results['checkpoint']).stem}-{results['split']}",
-        tags=tags,
+    params = {
+        "checkpoint": results["checkpoint"],
+        "split": results["split"],
+        "classes": ",".join(results["classes"]),
+        "positive": (results["binary"] or {}).get("positive", "none"),
+        "data.root": results["data_root"],
+        "data.source": cfg["data"]["source"],
+        "data.label_map": str(cfg["data"]["label_map"]),
+        "model.backbone": m["backbone"],
+        "model.head": m["head"],
+        "model.finetune": m["finetune"],
+    }
+    return tracking.log_derived_run(
+        uri, results["train_run_id"], EVAL_EXPERIMENT,
+        f"evaluate-{Path(results['checkpoint']).stem}-{results['split']}",
+        tags, params, results["metrics"], out,
     )
-    run_id = run.info.run_id
-    try:
-        params = {
-            "checkpoint": results["checkpoint"],
-            "split": results["split"],
-            "classes": ",".join(results["classes"]),
-            "positive": (results["binary"] or {}).get("positive", "none"),
-            "data.root": results["data_root"],
-            "data.source": cfg["data"]["source"],
-            "data.label_map": str(cfg["data"]["label_map"]),
-            "model.backbone": m["backbone"],
-            "model.head": m["head"],
-            "model.finetune": m["finetune"],
-        }
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in results["metrics"].items()]
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        for i in range(0, len(metrics), 500):
-            client.log_batch(run_id, metrics=metrics[i : i + 500])
-        client.log_artifacts(run_id, str(out))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id)
-    return run_id, experiment_id
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

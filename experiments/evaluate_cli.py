@@ -18,7 +18,7 @@ report.html and report.md; all of it is logged as one MLflow run beside the trai
   cxrlab evaluate mlruns/checkpoints/1/<run>/checkpoints/best-epoch004.ckpt
   cxrlab evaluate model.ckpt --data.root /data/other --split all --positive covid
 
-Of the config flags below, only --data.* and --explain.* apply.
+The config flags below (--data.* and --explain.*) override the checkpoint's config.
 """
 
 
@@ -89,5 +89,5 @@ def add_parser(subparsers: Any) -> None:
         help="bootstrap resamples of the AUC intervals [default: 1000]",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(p)
+    add_config_flags(p, sections=("data", "explain"))
     p.set_defaults(func=cmd_evaluate)

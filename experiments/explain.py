@@ -68,20 +68,12 @@ def explain_checkpoint(
 
 def _log_run(train_run: str | None, checkpoint: str, split: str, metrics: dict[str, float], folder: Path, uri: str | None) -> str:
     """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
-    from mlflow import MlflowClient
-
-    uri = tracking.resolve_uri(uri)
-    client = MlflowClient(uri)
-    experiment = tracking.experiment_of(client, train_run) or tracking.ensure_experiment(client, "cxrlab-explain", uri)
     tags = {"cxrlab.kind": "explain", "cxrlab.checkpoint": str(Path(checkpoint).resolve()), "cxrlab.split": split}
-    if train_run:
-        tags["cxrlab.train_run_id"] = train_run
-    run = client.create_run(experiment, tags=tags, run_name=f"explain-{split}-{Path(checkpoint).stem}")
-    run_id = run.info.run_id
-    for key, value in metrics.items():
-        client.log_metric(run_id, f"{split}/{key}", value)
-    client.log_artifacts(run_id, str(folder), f"explain/{split}")
-    client.set_terminated(run_id)
+    run_id, _ = tracking.log_derived_run(
+        tracking.resolve_uri(uri), train_run, "cxrlab-explain", f"explain-{split}-{Path(checkpoint).stem}",
+        tags, {"checkpoint": str(Path(checkpoint).resolve()), "split": split},
+        {f"{split}/{k}": v for k, v in metrics.items()}, folder, f"explain/{split}",
+    )
     return run_id
 
 

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Explain a checkpoint: the same figures, tables and metrics as the training-time "
         "ExplainCallback, on any split (or another dataset via --data.root). `explain compare A B` "
         "correlates two heatmap sets (MLflow run ids, heatmaps.npz files or explain output folders): "
-        "original vs new images, or model 1 vs model 2. Of the config flags, --data.* and --explain.* apply.",
+        "original vs new images, or model 1 vs model 2. --data.* and --explain.* override the checkpoint's config.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a cxrlab .ckpt, or the word `compare`")
@@ -50,5 +50,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder [default: mlruns/explanations/<time>-<checkpoint>]")
     p.add_argument("--max-per-class", type=int, default=50, help="images per class (0 = all) [default: 50]")
     p.add_argument("--tracking_uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
-    add_config_flags(p)
+    add_config_flags(p, sections=("data", "explain"))
     p.set_defaults(func=cmd_explain)

@@ -126,3 +126,42 @@ def experiment_of(client: Any, run_id: str | None) -> str | None:
         return client.get_run(run_id).info.experiment_id
     except MlflowException:
         return None
+
+
+def log_derived_run(
+    uri: str,
+    train_run_id: str | None,
+    default_experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    folder: str | Path,
+    artifact_path: str | None = None,
+) -> tuple[str, str]:
+    """A run made from a checkpoint (evaluate, explain): filed in the training run's experiment
+    when this store knows it, else `default_experiment`; every file of `folder` as artifacts."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(uri)
+    experiment_id = experiment_of(client, train_run_id) or ensure_experiment(client, default_experiment, uri)
+    tags = dict(tags) | {"cxrlab.train_run_id": train_run_id or "unknown"}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for i in range(0, len(rows), 500):
+            client.log_batch(run_id, metrics=rows[i : i + 500])
+        client.log_artifacts(run_id, str(folder), artifact_path)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id, experiment_id
