@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.images import read_image
@@ -146,10 +147,17 @@ class CXRDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         workers = self.cfg["num_workers"]
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads with repeated images so ranks get equal
+            # shares; evaluation metrics must count every image exactly once.
+            sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(
             ds,
             batch_size=self.cfg["batch_size"],
             shuffle=shuffle,
+            sampler=sampler,
             # A last batch of one breaks BatchNorm on 1x1 feature maps; drop it when training.
             drop_last=shuffle and len(ds) > self.cfg["batch_size"],
             num_workers=workers,

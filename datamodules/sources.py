@@ -133,9 +133,8 @@ def check_files(table: pd.DataFrame, where: str) -> None:
     cols = ["path"] + [c for c in OPTIONAL_PATHS if c in table.columns]
     missing = [p for c in cols for p in table[c].dropna() if not Path(p).is_file()]
     if missing:
-        shown = "\n  ".join(missing[:5])
         raise FileNotFoundError(
-            f"{where}: {len(missing)} referenced file(s) missing, e.g.\n  {shown}\n"
+            f"{where}: {len(missing)} referenced file(s) missing, e.g. {', '.join(missing[:3])}; "
             "fix the paths (relative paths are relative to the CSV's folder) or remove those rows"
         )
 

@@ -68,6 +68,8 @@ def oversample_index(labels: pd.Series, mode: str, seed: int = 0) -> np.ndarray:
     augment_minority: every minority-class image appears once more (the augmentation makes the
     copy differ), as in the backbone-comparison study.
     """
+    if mode not in ("oversample", "augment_minority"):
+        raise ValueError(f"unknown balancing mode {mode!r}; use oversample or augment_minority")
     rng = np.random.default_rng(seed)
     pos = np.arange(len(labels))
     counts = labels.value_counts()
@@ -79,10 +81,8 @@ def oversample_index(labels: pd.Series, mode: str, seed: int = 0) -> np.ndarray:
             continue
         if mode == "oversample":
             extra.append(rng.choice(members, size=top - n, replace=True))
-        elif mode == "augment_minority":
-            extra.append(members)
         else:
-            raise ValueError(f"unknown balancing mode {mode!r}")
+            extra.append(members)
     return np.concatenate([pos, *extra]) if extra else pos
 
 

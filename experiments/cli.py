@@ -165,7 +165,8 @@ def cmd_ui(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full `cxrlab` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="cxrlab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="cxrlab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     from importlib.metadata import PackageNotFoundError, version
 
@@ -224,7 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live in their own runner modules register their parsers themselves.
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """A typo like --model.back must fail, not silently match --model.backbone."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def _one_line(e: BaseException) -> str:

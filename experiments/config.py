@@ -92,7 +92,7 @@ class TrainerConfig:
 
     max_epochs: int = _f(10, "training epochs")
     accelerator: str = _f("auto", "auto | cpu | gpu | cuda | mps")
-    devices: str = _f("auto", "auto, a count (2) or a list of device ids (0,1)")
+    devices: str = _f("auto", "auto, a count (2) or a list of device ids (0,1)", join_list=True)
     strategy: str = _f("auto", "auto | ddp | ddp_spawn | ddp_find_unused_parameters_true | ...")
     num_nodes: int = _f(1, "nodes for multi-node DDP (torchrun / SLURM set the rest)")
     precision: str = _f("auto", "auto (bf16-mixed on CUDA, 32 on CPU) | 32-true | 16-mixed | bf16-mixed")
@@ -286,7 +286,8 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields_by_name)
     for key in raw:
         if key not in names:
             raise ConfigError(
@@ -296,10 +297,13 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
     kwargs = {}
     for name in names & raw.keys():
         tp = hints[name]
+        value = raw[name]
         if _is_section(tp):
-            kwargs[name] = _build(tp, raw[name] or {}, where, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(raw[name], tp, f"{where}: {prefix}{name}")
+            kwargs[name] = _build(tp, value or {}, where, f"{prefix}{name}.")
+            continue
+        if isinstance(value, list) and fields_by_name[name].metadata.get("join_list"):
+            value = ",".join(str(v) for v in value)  # devices: [0, 1] in YAML means "0,1"
+        kwargs[name] = _coerce(value, tp, f"{where}: {prefix}{name}")
     return cls(**kwargs)
 
 
@@ -439,7 +443,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys (MLflow params)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and v:
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v

@@ -17,8 +17,12 @@ DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
 def resolve_uri(uri: str | None = None) -> str:
     """The tracking URI: explicit, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("sqlite:///"):
+        # Absolute, because MLflow caches one store per URI string: a relative URI would keep
+        # pointing at the first working directory's database (and checkpoints store the URI).
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{db}"
     if uri.startswith("file:") or ("://" not in uri and uri != "databricks"):
         raise ValueError(
             f"tracking uri {uri!r}: MLflow 3 no longer accepts file stores; use "

@@ -183,9 +183,13 @@ def _load_path_weights(path: Path, model: nn.Module, features: nn.Module) -> Non
             f"model.weights: no tensor in {path} matches this backbone's layers; "
             "is it a state dict of the same architecture?"
         )
+    # The classifier layers are replaced by cxrlab's head, so only they may be absent.
     missing = [k for k in model_state if k not in usable and not k.startswith(("fc.", "classifier.", "AuxLogits."))]
-    if own and missing:
-        raise ValueError(f"model.weights: {path} lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
+    if missing:
+        raise ValueError(
+            f"model.weights: {path} lacks {len(missing)} of this backbone's tensors (or their shapes "
+            f"differ), e.g. {missing[:3]}; is it a state dict of {target.__class__.__name__}?"
+        )
     target.load_state_dict(usable, strict=False)
 
 
@@ -211,7 +215,11 @@ def _timm_backbone(name: str, weights: str) -> Backbone:
         raise ValueError(f"model.backbone={name!r}: timm could not build it ({e})") from None
     features = TimmFeatures(model)
     cfg = model.pretrained_cfg
-    blocks = [f"model.{info['module']}" for info in model.feature_info]
+    # Stages without parameters (a bare activation) cannot start a fine-tuned part.
+    blocks = [
+        f"model.{info['module']}" for info in model.feature_info
+        if any(True for _ in model.get_submodule(info["module"]).parameters())
+    ]
     return Backbone(
         name=name,
         features=features,

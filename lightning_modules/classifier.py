@@ -14,6 +14,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
     MulticlassRecall,
 )
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from lightning_modules.backbones import build_backbone
 from lightning_modules.finetune import apply_finetune
@@ -130,7 +131,7 @@ class CXRClassifier(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}")
         self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -168,8 +169,9 @@ class CXRClassifier(L.LightningModule):
             probs = torch.cat([p for p, _ in outs])
             ys = torch.cat([t for _, t in outs])
             if self.trainer.world_size > 1:
-                probs = self.all_gather(probs).flatten(0, 1)
-                ys = self.all_gather(ys).flatten(0, 1)
+                # Ranks hold different counts (no padded repeats), so gather with padding-aware code.
+                probs = torch.cat(gather_all_tensors(probs))
+                ys = torch.cat(gather_all_tensors(ys))
             self.last_outputs[stage] = (probs.cpu(), ys.cpu())
         outs.clear()
 

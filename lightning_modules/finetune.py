@@ -32,7 +32,10 @@ def apply_finetune(features: nn.Module, blocks: list[str], policy: str) -> list[
     start = None if first is None else next(
         (n for n, _ in features.named_parameters() if n == first or n.startswith(first + ".")), None
     )
-    trainable = False
+    if first is not None and start is None:
+        raise ValueError(f"model.finetune={policy!r}: block {first!r} has no parameters to train")
+    # full/scratch train everything, including parameters registered outside any block.
+    trainable = policy in ("full", "scratch")
     for name, p in features.named_parameters():
         if start is not None and name == start:
             trainable = True
