@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from callbacks.explain_set import robustness
+from experiments import tracking
 from experiments.cli import main
 from experiments.compare import compare_runs, format_comparison, resolve_metric
 from experiments.report import text_table
 
 CLASSES = ["covid", "normal", "virus"]
-URI = "sqlite:///mlruns/mlflow.db"
 
 
 def _heatmaps(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, isolate: Any) -> Any:
 
     root = tmp_path_factory.mktemp("compare")
     with isolate(root):
-        client = MlflowClient(URI)
+        client = MlflowClient(tracking.resolve_uri())
         a = _run(
             client,
             "study",

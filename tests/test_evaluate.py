@@ -16,6 +16,7 @@ import pytest
 from sklearn import metrics
 from tiny_training import train_tiny
 
+from experiments import tracking
 from experiments.cli import main
 from experiments.clinical import classification_summary, micro_roc_curve, threshold_analysis
 from experiments.compare import compare_table
@@ -181,7 +182,7 @@ def test_run_is_logged_beside_its_training_run(
 
     _, _, _, train_id = trained
     out, results = evaluated
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(tracking.resolve_uri())
     run = client.get_run(results["run_id"])
     assert run.data.tags["cxrlab.kind"] == "evaluate"
     assert run.data.tags["cxrlab.train_run_id"] == train_id
