@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from callbacks.display import heatmap_grid
 from callbacks.explain_set import (
@@ -48,7 +49,7 @@ def _gallery(model: Any, rows: pd.DataFrame, classes: list[str], cfg: dict[str, 
     """Overlays of each image's predicted-class heatmap at several alphas."""
     images = load_image_set(rows, classes, model.input_size, cfg["data"]["crop_margin"])
     layer = cfg["explain"].get("target_layer") or model.target_layer
-    pred = rows["pred"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    pred = torch.tensor(rows["pred"].map({c: i for i, c in enumerate(classes)}).tolist())
     maps = of_class(heatmaps(model, layer, images.images, method), pred)
     titles = [f"{t} -> {p}" for t, p in zip(rows["label"], rows["pred"], strict=True)]
     return heatmap_grid(images.images[:, 0], maps, titles=titles, alphas=(0.3, 0.5, 0.7))
