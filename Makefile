@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install cxrlab with dev extras
 
-demo: install  ## phantom data -> train -> explain -> evaluate, all logged to mlruns/
+demo: install  ## phantom data -> train (explains every epoch) -> evaluate --explain, all in mlruns/
 	$(BIN)/cxrlab data phantom $(DEMO_DATA) --n-per-class 150 --size 128 --seed 0
 	$(BIN)/cxrlab train --config phantom_demo --data.root $(DEMO_DATA)
-	@echo "Open the runs with: make ui   (MLflow UI on http://127.0.0.1:5000)"
+	$(BIN)/cxrlab evaluate "$$(ls -t mlruns/checkpoints/*/*/checkpoints/best-*.ckpt | head -n 1)" \
+		--explain --out mlruns/demo-report
+	@echo "Report: mlruns/demo-report/report.html   Runs: make ui  (MLflow UI on http://127.0.0.1:5000)"
 
 test: install  ## the CI suite (fast tests)
 	$(BIN)/python -m pytest -m "not slow" -q
