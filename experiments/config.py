@@ -217,7 +217,7 @@ def _parse_mapping(text: str, where: str) -> Any:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against `tp`, converting the lossless cases (int->float, "1"->1)."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -226,21 +226,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        return coerce(value, inner[0], where)
     if origin is dict:
         if isinstance(value, str):
             value = _parse_mapping(value, where)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping like {{a: b}}, got {value!r}")
         kt, vt = get_args(tp)
-        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {coerce(k, kt, where): coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = get_args(tp)
         if isinstance(value, str):
             value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -276,7 +276,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
-def _suggest(name: str, options: typing.Iterable[str]) -> str:
+def did_you_mean(name: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -291,7 +291,7 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
     for key in raw:
         if key not in names:
             raise ConfigError(
-                f"{where}: unknown key '{prefix}{key}'{_suggest(key, names)}; "
+                f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, names)}; "
                 f"valid keys here: {', '.join(sorted(names))}"
             )
     kwargs = {}
@@ -303,13 +303,13 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
             continue
         if isinstance(value, list) and fields_by_name[name].metadata.get("join_list"):
             value = ",".join(str(v) for v in value)  # devices: [0, 1] in YAML means "0,1"
-        kwargs[name] = _coerce(value, tp, f"{where}: {prefix}{name}")
+        kwargs[name] = coerce(value, tp, f"{where}: {prefix}{name}")
     return cls(**kwargs)
 
 
 # --------------------------------------------------------------------------- semantic checks
 
-_CHOICES = {
+CHOICES = {
     "data.source": ("auto", "phantom", "folder", "csv"),
     "data.balance": ("none", "downsample", "oversample", "augment_minority"),
     "data.other_labels": ("error", "drop"),
@@ -329,11 +329,11 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 def validate(cfg: Config, where: str = "config") -> Config:
     """Check values that types alone cannot (choices, ranges, combinations)."""
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(
-                f"{where}: {key}={value!r} is not one of {', '.join(choices)}{_suggest(value, choices)}"
+                f"{where}: {key}={value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
             )
     ft = cfg.model.finetune
     if ft not in ("frozen", "full", "scratch") and not (

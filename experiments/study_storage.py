@@ -1,0 +1,123 @@
+"""Optuna storage for sweeps: a journal file (default), SQLite or PostgreSQL, all with heartbeats.
+
+A worker killed mid-trial leaves a RUNNING trial. With heartbeats on, every worker records a
+heartbeat per trial, and before each new trial Optuna fails trials whose heartbeat went stale
+and hands them to `RetryHeartbeatStaleTrialCallback`, which re-queues them (same parameters).
+RDBStorage has this built in; the journal storage gets it from `HeartbeatJournalStorage`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat protocol (stable since 2.x)
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+JOURNAL_DIR = Path("mlruns/optuna")
+RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
+HEARTBEAT_ATTR = "cxrlab:heartbeat"
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def default_storage(study_name: str) -> str:
+    """The default journal file of a study: mlruns/optuna/<study>.journal."""
+    return str(JOURNAL_DIR / f"{study_name}.journal")
+
+
+def is_rdb(url: str) -> bool:
+    """Whether `url` names a database (SQLAlchemy URL) rather than a journal file."""
+    return url.startswith(RDB_SCHEMES)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`url` with an installed driver: SQLAlchemy 2.1 reads postgresql:// as psycopg (3), so a
+    machine with only psycopg2 gets postgresql+psycopg2:// instead."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def redact(url: str) -> str:
+    """The storage URL without its password, for logs and MLflow params."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """JournalStorage whose running trials record heartbeats, so stale ones can be re-queued."""
+
+    def __init__(
+        self, backend: JournalFileBackend, interval: int, grace: int, on_stale: StaleCallback | None
+    ) -> None:
+        super().__init__(backend)
+        self._interval = interval
+        self._grace = grace
+        self._on_stale = on_stale
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Record that the trial's worker is alive."""
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # A re-queued trial inherits the old heartbeat attr: its start time counts as a beat.
+            start = t.datetime_start.timestamp() if t.datetime_start else 0.0
+            if now - max(float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)), start) > self._grace:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats."""
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
+        """Called with each trial found stale (after it is marked FAIL)."""
+        return self._on_stale
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int = 60,
+    grace_period: int = 180,
+    max_retry: int | None = 3,
+    on_stale: StaleCallback | None = None,
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a journal file path or a database URL, with stale-trial retry.
+
+    `on_stale(study, trial)` runs for every stale trial before it is re-queued.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are stable
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_stale is not None:
+            on_stale(study, trial)
+        retry(study, trial)
+
+    if is_rdb(url):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                sqlalchemy_url(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale,
+            )
+    if "://" in url:
+        raise ValueError(
+            f"--storage {url!r}: use a journal file path, sqlite:///FILE or postgresql://USER@HOST/DB"
+        )
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace_period, stale)
