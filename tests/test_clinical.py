@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from samples import NAMES, P_SMALL, Y_SMALL
 from sklearn import metrics
 
 from experiments.clinical import (
@@ -23,24 +24,6 @@ from experiments.clinical import (
     unseen_class_table,
     youden_threshold,
     zero_fn_threshold,
-)
-
-NAMES = ["normal", "covid", "pneumonia"]
-# Predictions: [0, 0, 1, 1, 1, 2, 2, 2, 2, 0]  → cm rows [2 1 0], [0 2 1], [1 0 3].
-Y_SMALL = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
-P_SMALL = np.array(
-    [
-        [0.7, 0.2, 0.1],
-        [0.6, 0.3, 0.1],
-        [0.3, 0.5, 0.2],
-        [0.1, 0.8, 0.1],
-        [0.2, 0.6, 0.2],
-        [0.1, 0.4, 0.5],
-        [0.2, 0.1, 0.7],
-        [0.1, 0.2, 0.7],
-        [0.3, 0.3, 0.4],
-        [0.5, 0.1, 0.4],
-    ]
 )
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from samples import NAMES
+from samples import P_SMALL as P
+from samples import Y_SMALL as Y
 
 from experiments.clinical import calibration, pr_curves, roc_curves
 from experiments.figures import (
@@ -16,22 +19,6 @@ from experiments.figures import (
 )
 from experiments.report import figure_png
 
-NAMES = ["normal", "covid", "pneumonia"]
-Y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
-P = np.array(
-    [
-        [0.7, 0.2, 0.1],
-        [0.6, 0.3, 0.1],
-        [0.3, 0.5, 0.2],
-        [0.1, 0.8, 0.1],
-        [0.2, 0.6, 0.2],
-        [0.1, 0.4, 0.5],
-        [0.2, 0.1, 0.7],
-        [0.1, 0.2, 0.7],
-        [0.3, 0.3, 0.4],
-        [0.5, 0.1, 0.4],
-    ]
-)
 CM = [[2, 1, 0], [0, 2, 1], [1, 0, 3]]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from samples import write_dicom
 
 from datamodules.images import read_image, read_mask
 
@@ -55,42 +56,17 @@ def test_jpeg(tmp_path: Path) -> None:
     assert np.abs(out - arr / 255.0).mean() < 2 / 255  # lossy, but close
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str, slope: float = 1.0) -> Path:
-    """A minimal single-frame 12-bit DICOM file built with pydicom."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, -100
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.mark.parametrize("suffix", [".dcm", ".DICOM"])
 def test_dicom_monochrome2_min_max(tmp_path: Path, suffix: str) -> None:
     pixels = ramp(top=4000) + 50
-    out = read_image(write_dicom(tmp_path / f"a{suffix}", pixels, "MONOCHROME2", slope=2.0))
+    out = read_image(write_dicom(tmp_path / f"a{suffix}", pixels, "MONOCHROME2", slope=2.0, intercept=-100, bits_stored=12))
     expected = (pixels - pixels.min()) / (pixels.max() - pixels.min())
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
 def test_dicom_monochrome1_inverted(tmp_path: Path) -> None:
     pixels = ramp(top=4000) + 50
-    out = read_image(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
+    out = read_image(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1", intercept=-100, bits_stored=12))
     expected = 1 - (pixels - pixels.min()) / (pixels.max() - pixels.min())
     np.testing.assert_allclose(out, expected, atol=1e-6)
     assert out[0, 0] == 1.0  # the smallest stored value is the brightest in MONOCHROME1

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from samples import write_dicom
 from tiny_training import train_tiny
 
 from experiments.cli import main
@@ -95,34 +96,12 @@ def test_heatmap_overlay_is_limited_to_the_lung_mask(
     assert (whole[inside] == rgb[inside]).all() and (whole[~inside] != rgb[~inside]).any()
 
 
-def _write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """A minimal MONOCHROME2 16-bit DICOM file."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_predicts_like_the_same_png(trained: Any, capsys: pytest.CaptureFixture[str]) -> None:
     root, data, ckpt = trained
     pixels = np.asarray(Image.open(data / "covid_003.png")).copy()
     pixels[0, 0], pixels[0, 1] = 0, 255  # full range: DICOM min-max scaling then equals /255
     Image.fromarray(pixels).save(root / "same.png")
-    _write_dicom(root / "same.dcm", pixels.astype(np.uint16) * 257)
+    write_dicom(root / "same.dcm", pixels.astype(np.uint16) * 257)
     out = _predict_json(capsys, str(ckpt), "same.png", "same.dcm", "--heatmap", "dcm_maps")
     png, dcm = out["predictions"]
     assert dcm["label"] == png["label"]
