@@ -1,6 +1,14 @@
-"""Explanation speed of cxrlab against the tools a user would pick instead.
+"""Explanation speed of cxrlab against the tools a user would pick instead, in one run:
 
-Run from the repository root:  python -m benchmarks.explain_speed --backbone resnet18 --batch 16
+- grad_cam: all-class Grad-CAM maps/s, cxrlab's batched grad_cam vs pytorch-grad-cam (goal >= 5x on
+  CPU, >= 15x on GPU);
+- aopc: AOPC images/s, batched perturbation steps vs a per-image, per-step loop (goal >= 8x);
+- eigen: eigen-heatmaps of 2,000 heatmaps of 224^2 (per-class Gram-matrix PCA) vs a full SVD of
+  each class' data matrix (goal < 2 s);
+- callback: the share of epoch time the ExplainCallback costs with default settings (goal <= 10 %)
+  on a phantom training epoch of --epoch-images images.
+
+Run from the repository root:  python -m benchmarks.explain_speed [--only grad_cam aopc eigen callback]
 
 Each measurement is one function taking the shared `Setup` and returning a `Result`; add a new
 one to MEASUREMENTS and it shows up in the table and in --only.
@@ -9,15 +17,21 @@ one to MEASUREMENTS and it shows up in the table and in --only.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from callbacks.aopc import aopc
 from callbacks.display import minmax, upsample
+from callbacks.eigen import eigen_heatmaps
 from callbacks.gradcam import grad_cam, resolve_layer
 
 # torchvision name -> Grad-CAM target layer (the last conv stage, as pytorch-grad-cam suggests)
@@ -39,11 +53,12 @@ class Setup:
     images: Tensor
     num_classes: int
     repeats: int
+    args: argparse.Namespace
 
 
 @dataclass(frozen=True)
 class Result:
-    """Throughput of cxrlab and of the reference tool for one measurement."""
+    """cxrlab's number and the reference's for one measurement (a rate, or seconds for callback)."""
 
     name: str
     unit: str
@@ -53,7 +68,7 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        """How many times faster cxrlab is."""
+        """ours / reference: the speed-up for rates; for the callback, its cost per epoch-second."""
         return self.ours / self.reference
 
 
@@ -103,7 +118,122 @@ def grad_cam_speed(setup: Setup) -> Result:
     )
 
 
-MEASUREMENTS: dict[str, Callable[[Setup], Result]] = {"grad_cam": grad_cam_speed}
+def loop_aopc(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
+    region: int, steps: int, sigma: float, seed: int,
+) -> float:
+    """AOPC the way a per-image loop computes it: one forward pass per perturbed image."""
+    height, width = images.shape[-2:]
+    boxes = [(r, c) for r in range(0, height, region) for c in range(0, width, region)]
+    gen = torch.Generator().manual_seed(seed)
+    scores = []
+    with torch.no_grad():
+        for x, y, h in zip(images, labels, heatmaps, strict=True):
+            p0 = model(x[None]).softmax(dim=1)[0]
+            cls = int(p0.argmax())
+            if cls != int(y):
+                continue
+            up = F.interpolate(h[None, None], size=(height, width), mode="bilinear",
+                               align_corners=False)[0, 0]
+            mass = torch.stack([up[r:r + region, c:c + region].sum() for r, c in boxes])
+            noise = torch.randn(x.shape, generator=gen).to(x.device)
+            noisy = (x + sigma * noise).clamp(0.0, 1.0)
+            xk, total = x.clone(), 0.0
+            for k in mass.argsort(descending=True)[:steps].tolist():
+                r, c = boxes[k]
+                xk[:, r:r + region, c:c + region] = noisy[:, r:r + region, c:c + region]
+                total += float(p0[cls] - model(xk[None]).softmax(dim=1)[0, cls])
+            scores.append(total / (steps + 1))
+    return float(np.mean(scores))
+
+
+def aopc_speed(setup: Setup) -> Result:
+    """AOPC images/s (noise, 10 steps, region 34): batched vs one forward per perturbed image."""
+    a = setup.args
+    heatmaps = torch.rand(len(setup.images), 7, 7, device=setup.images.device)
+    with torch.no_grad():  # labels = predictions, so every image enters both computations
+        labels = setup.model(setup.images).argmax(dim=1).cpu()
+    settings = {"region": a.region, "steps": a.steps, "sigma": 0.1, "seed": 0}
+    device = setup.images.device
+    ours = best_seconds(lambda: aopc(setup.model, setup.images, labels, heatmaps, batch_size=64, **settings), 1, device)
+    loop = best_seconds(lambda: loop_aopc(setup.model, setup.images, labels, heatmaps, **settings), 1, device)
+    n = len(setup.images)
+    return Result("aopc", "images/s", n / ours, n / loop, "per-image per-step loop")
+
+
+def synthetic_heatmaps(n: int, classes: int, layer: int, size: int, seed: int):
+    """Grad-CAM-like raw maps: class blobs at layer resolution, upsampled to size x size."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:layer, :layer] / layer
+    centres = rng.uniform(0.25, 0.75, (classes, 2))
+    blobs = np.exp(-((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) / 0.02)
+    scale = rng.uniform(0.5, 2.0, (n, classes, 1, 1))
+    small = scale * blobs + 0.3 * rng.random((n, classes, layer, layer)) ** 3
+    maps = F.interpolate(torch.from_numpy(small.astype(np.float32)), size=(size, size),
+                         mode="bilinear", align_corners=False)
+    return maps.numpy(), rng.integers(0, classes, n)
+
+
+def eigen_speed(setup: Setup) -> Result:
+    """Eigen-heatmaps of --eigen-images x classes maps: cxrlab vs a full SVD per class (seconds, as 1/s)."""
+    a = setup.args
+    maps, labels = synthetic_heatmaps(a.eigen_images, setup.num_classes, 14, 224, seed=0)
+    names = [f"c{i}" for i in range(setup.num_classes)]
+    ours = best_seconds(lambda: eigen_heatmaps(maps, labels, names), 1, torch.device("cpu"))
+
+    def full_svd() -> list:
+        return [np.linalg.svd(maps[labels == c, c].reshape(int((labels == c).sum()), -1), full_matrices=False)
+                for c in range(setup.num_classes)]
+
+    reference = best_seconds(full_svd, 1, torch.device("cpu"))
+    print(f"  eigen: {ours:.2f} s for {a.eigen_images} images x {setup.num_classes} maps of 224^2 (goal < 2 s)")
+    return Result("eigen", "runs/s", 1 / ours, 1 / reference, "numpy full SVD per class")
+
+
+def callback_share(setup: Setup) -> Result:
+    """ExplainCallback seconds vs the epoch's own train+validation seconds, default explain settings."""
+    from datamodules.phantom import generate_phantom
+    from experiments.config import load_config
+    from experiments.train import train
+
+    a = setup.args
+    timer = EpochClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        per_class = max(2, int(a.epoch_images / 0.8 / 4))
+        generate_phantom(f"{tmp}/phantom", n_per_class=per_class, size=256, seed=0, progress=False)
+        overrides = {
+            "data.root": f"{tmp}/phantom", "data.split": [0.8, 0.1, 0.1], "model.backbone": "resnet18",
+            "trainer.max_epochs": 1, "trainer.enable_progress_bar": False, "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+            "trainer.accelerator": "gpu" if setup.images.device.type == "cuda" else "cpu",
+        }
+        result = train(load_config(overrides=overrides), callbacks=[timer])
+    explain = result.metrics["explain/seconds"]
+    epoch = timer.seconds
+    share = explain / (epoch + explain)
+    print(f"  callback: epoch {epoch:.1f} s ({a.epoch_images} train images at 224 px), explain {explain:.1f} s "
+          f"-> {100 * share:.1f} % of the epoch (goal <= 10 %)")
+    return Result("callback", "seconds", explain, epoch, "the epoch's train+val seconds")
+
+
+class EpochClock(L.Callback):
+    """Times the first epoch's training and validation loops (the explanations come after)."""
+
+    seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.seconds = time.perf_counter() - self.start
+
+
+MEASUREMENTS: dict[str, Callable[[Setup], Result]] = {
+    "grad_cam": grad_cam_speed,
+    "aopc": aopc_speed,
+    "eigen": eigen_speed,
+    "callback": callback_share,
+}
 
 
 def build_setup(args: argparse.Namespace) -> Setup:
@@ -114,7 +244,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     model = model.to(device).eval()
     images = torch.rand(args.batch, 3, args.size, args.size, device=device)
     layer = resolve_layer(model, BACKBONES[args.backbone])
-    return Setup(model, layer, images, args.classes, args.repeats)
+    return Setup(model, layer, images, args.classes, args.repeats, args)
 
 
 def format_table(results: list[Result]) -> str:
@@ -137,6 +267,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--classes", type=int, default=4, help="number of classes (all explained)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
+    parser.add_argument("--steps", type=int, default=10, help="AOPC perturbation steps")
+    parser.add_argument("--region", type=int, default=34, help="AOPC region side in pixels")
+    parser.add_argument("--eigen-images", type=int, default=2000, help="images for the eigen timing")
+    parser.add_argument("--epoch-images", type=int, default=3200, help="training images of the callback epoch")
     parser.add_argument(
         "--only", nargs="+", choices=sorted(MEASUREMENTS), help="run only these measurements"
     )

@@ -56,19 +56,21 @@ class ExplainCallback(L.Callback):
             return
         metrics: dict[str, float] | None = None
         if trainer.is_global_zero:
-            start = time.perf_counter()
             metrics = self._explain_and_log(trainer, pl_module)
-            self.seconds += time.perf_counter() - start
         metrics = trainer.strategy.broadcast(metrics, src=0)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def _explain_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         p = self.probe
+        start = time.perf_counter()
         es = explain_images(
             pl_module, p.images, p.labels, pl_module.classes, self.settings,
             lung_masks=p.lung_masks, lesion_masks=p.lesion_masks, seed=self.seed,
         )
         metrics = explanation_metrics(es)
+        # What explaining costs, so a user can weigh every_n_epochs / probe_per_class against it.
+        metrics["explain/seconds"] = time.perf_counter() - start
+        self.seconds += metrics["explain/seconds"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         if self.sink is not None:

@@ -226,3 +226,18 @@ def test_refuses_foreign_folder_and_overwrites_previous_phantom(tmp_path: Path) 
     assert len(table) == 2
     assert sorted(p.name for p in (out / "images").iterdir()) == ["covid"]
     assert len(list(out.rglob("*.png"))) == 6
+
+
+def test_cli_writes_a_trainable_phantom(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from datamodules.sources import load_table
+    from experiments.cli import main
+
+    out = tmp_path / "ph"
+    args = ["data", "phantom", str(out), "--n-per-class", "3", "--size", "64", "--classes", "normal,covid", "--quiet"]
+    assert main(args) == 0
+    assert "wrote 6 images of 2 classes" in capsys.readouterr().out
+    table = load_table("auto", out)  # auto-detected as the phantom source, masks included
+    assert sorted(table["label"].unique()) == ["covid", "normal"]
+    assert table["source"].eq("phantom").all() and table["mask_path"].notna().all()
+    assert main(["data", "phantom", str(tmp_path / "bad"), "--classes", "normal,flu", "--quiet"]) == 2
+    assert "flu" in capsys.readouterr().err
