@@ -75,10 +75,10 @@ class RunRecorder(L.Callback):
             client.log_batch(run_id, params=fresh[i : i + 100])
         if self.resumed_from:
             client.set_tag(run_id, "cxrlab.resumed_from", self.resumed_from)
-        tracking.log_bytes(client, run_id, to_yaml(self.config).encode(), "config.yaml")
-        tracking.log_frame(client, run_id, table[["path", "label", "patient_id", "split"]], "splits.csv")
+        files = {"config.yaml": to_yaml(self.config), "splits.csv": table[["path", "label", "patient_id", "split"]]}
         if len(dm.skipped):
-            tracking.log_frame(client, run_id, dm.skipped, "skipped_images.csv")
+            files["skipped_images.csv"] = dm.skipped
+        tracking.log_objects(client, run_id, files)
         client.log_metric(run_id, "data/skipped_images", len(dm.skipped))
         self._log_dataset(client, run_id, table)
 
@@ -91,7 +91,7 @@ class RunRecorder(L.Callback):
             table[cols], source=str(self.config.data.root), targets="label", name=str(table["source"].iloc[0])
         )
         tag = InputTag(key="mlflow.data.context", value="training")
-        client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
+        tracking.log_inputs_once(client, run_id, [DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val" not in pl_module.last_outputs:
@@ -118,7 +118,7 @@ class RunRecorder(L.Callback):
         if best_logged:
             client.log_batch(run_id, metrics=best_logged)
         if self.best_outputs is not None:
-            log_eval_figures(client, run_id, "val", *self.best_outputs, pl_module.classes)
+            tracking.log_objects(client, run_id, eval_figures("val", *self.best_outputs, pl_module.classes))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best and self.config.tracking.log_checkpoint:
             with tempfile.TemporaryDirectory() as tmp:
@@ -128,9 +128,7 @@ class RunRecorder(L.Callback):
             client.set_tag(run_id, "cxrlab.best_checkpoint", str(Path(best).resolve()))
 
 
-def log_eval_figures(
-    client: Any, run_id: str, split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]
-) -> None:
+def eval_figures(split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split."""
     from sklearn.metrics import confusion_matrix
 
@@ -139,11 +137,11 @@ def log_eval_figures(
 
     y, p = targets.numpy(), probs.numpy()
     cm = confusion_matrix(y, p.argmax(1), labels=list(range(len(classes))))
-    tracking.log_figure(client, run_id, plot_confusion_matrix(cm, classes), f"{split}_confusion_matrix.png")
-    tracking.log_figure(
-        client, run_id, plot_confusion_matrix(cm, classes, normalize=True), f"{split}_confusion_matrix_norm.png"
-    )
-    tracking.log_figure(client, run_id, plot_roc(roc_curves(y, p), classes), f"{split}_roc.png")
+    return {
+        f"{split}_confusion_matrix.png": plot_confusion_matrix(cm, classes),
+        f"{split}_confusion_matrix_norm.png": plot_confusion_matrix(cm, classes, normalize=True),
+        f"{split}_roc.png": plot_roc(roc_curves(y, p), classes),
+    }
 
 
 def run_artifact_sink(trainer: L.Trainer, folder: str, objects: dict[str, Any]) -> None:

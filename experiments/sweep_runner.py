@@ -358,7 +358,7 @@ def run_sweep(
     outcome.parent_run_id = parent
     sweep_tracking.log_params(client, parent, _parent_params(loaded, name, storage, overrides))
     search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
-    tracking.log_bytes(client, parent, search_yaml.encode(), "sweep_config.yaml")
+    tracking.log_file_object(client, parent, search_yaml.encode(), "sweep_config.yaml")
     if not spec.pruned:
         why = "multi-objective studies cannot be pruned" if spec.multi_objective else "pruner: none"
         outcome.notes.append(f"pruning is off: {why}")

@@ -148,7 +148,7 @@ def _log_axes(client: MlflowClient, run_id: str, ax: Any, name: str) -> None:
     fig = ax.figure if hasattr(ax, "figure") else np.asarray(ax).flat[0].figure
     fig.set_size_inches(9, 6)
     fig.tight_layout()
-    tracking.log_figure(client, run_id, fig, f"study/{name}.png")
+    tracking.log_file_object(client, run_id, fig, f"study/{name}.png")
 
 
 def _plots(study: optuna.Study, objectives: tuple[str, ...]) -> list[tuple[str, Callable[[], Any]]]:
@@ -174,7 +174,7 @@ def report_study(client: MlflowClient, run_id: str, study: optuna.Study, objecti
     log_metrics(client, run_id, {f"trials/{k.lower()}": v for k, v in counts.items()}, step=len(trials))
     notes: list[str] = []
     if trials:
-        tracking.log_frame(client, run_id, study.trials_dataframe(multi_index=False), "study/trials.csv")
+        tracking.log_file_object(client, run_id, study.trials_dataframe(multi_index=False), "study/trials.csv")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         notes.append("no COMPLETE trial yet: no best trial, no figures")
@@ -185,16 +185,16 @@ def report_study(client: MlflowClient, run_id: str, study: optuna.Study, objecti
             client.set_tag(run_id, f"best_trial.params.{k}", str(v))
         log_metrics(client, run_id, {f"best/{objectives[0]}": best.value}, step=len(trials))
         summary = {"number": best.number, "params": best.params, "values": trial_values(best, objectives)}
-        tracking.log_bytes(client, run_id, json.dumps(summary, indent=2, default=str).encode(), "study/best_trial.json")
+        tracking.log_file_object(client, run_id, json.dumps(summary, indent=2, default=str).encode(), "study/best_trial.json")
     else:
         front = study.best_trials
         rows = [{"number": t.number, **trial_values(t, objectives), **t.params} for t in front]
-        tracking.log_bytes(client, run_id, json.dumps(rows, indent=2, default=str).encode(), "study/pareto_trials.json")
+        tracking.log_file_object(client, run_id, json.dumps(rows, indent=2, default=str).encode(), "study/pareto_trials.json")
         log_metrics(client, run_id, {"pareto/size": len(front)}, step=len(trials))
     if complete:
         notes += _log_plots(client, run_id, study, objectives, len(complete))
     if notes:
-        tracking.log_bytes(client, run_id, ("\n".join(notes) + "\n").encode(), "study/notes.txt")
+        tracking.log_file_object(client, run_id, ("\n".join(notes) + "\n").encode(), "study/notes.txt")
     return notes
 
 

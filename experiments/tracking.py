@@ -52,6 +52,23 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(uri))
 
 
+def log_inputs_once(client: Any, run_id: str, inputs: list[Any], attempts: int = 3) -> None:
+    """Log dataset inputs, retrying when a concurrent run inserted the same dataset first."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as err:
+            # Parallel sweep workers log the same dataset (same experiment, name and digest):
+            # the store checks for it, then inserts, so the slower insert hits the unique key.
+            # The failed transaction is rolled back; on retry the store finds and reuses it.
+            duplicate = any(s in str(err) for s in ("UNIQUE constraint", "duplicate key", "Duplicate entry"))
+            if not duplicate or attempt == attempts - 1:
+                raise
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The git commit of the cxrlab code that is running (its checkout), if it is a repository."""
     cwd = cwd or Path(__file__).resolve().parent
@@ -64,30 +81,10 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
-def log_figure(client: Any, run_id: str, fig: Any, artifact_file: str) -> None:
-    """Log a matplotlib figure as a PNG artifact."""
-    log_file_object(client, run_id, fig, artifact_file)
-
-
-def log_frame(client: Any, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
-    """Log a DataFrame as a CSV artifact."""
-    log_file_object(client, run_id, df, artifact_file)
-
-
-def log_bytes(client: Any, run_id: str, data: bytes, artifact_file: str) -> None:
-    """Log raw bytes as an artifact."""
-    log_file_object(client, run_id, data, artifact_file)
-
-
 def log_file_object(client: Any, run_id: str, obj: Any, artifact_file: str) -> None:
     """Log one in-memory artifact at `artifact_file` (a path inside the run's artifacts)."""
     path = Path(artifact_file)
     log_objects(client, run_id, {path.name: obj}, str(path.parent) if str(path.parent) != "." else None)
-
-
-def log_dir(client: Any, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
-    """Log every file under a local folder."""
-    client.log_artifacts(run_id, str(local_dir), artifact_path)
 
 
 def write_objects(objects: dict[str, Any], folder: str | Path) -> list[Path]:

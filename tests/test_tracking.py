@@ -1,0 +1,62 @@
+"""Tracking helpers against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.data
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput
+from mlflow.exceptions import MlflowException
+
+from experiments import tracking
+
+DUPLICATE = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+
+
+class LosesTheRace(MlflowClient):
+    """A client whose first log_inputs loses a race: another worker inserts the same dataset
+    first and this insert hits the store's unique key, as seen with two sweep workers in CI."""
+
+    def __init__(self, uri: str, rival_run: str, error: str) -> None:
+        super().__init__(uri)
+        self.rival = MlflowClient(uri)
+        self.rival_run, self.error, self.calls = rival_run, error, 0
+
+    def log_inputs(self, run_id: str, datasets: list | None = None, **kw: object) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.rival.log_inputs(self.rival_run, datasets=datasets)
+            raise MlflowException(self.error)
+        super().log_inputs(run_id, datasets=datasets, **kw)
+
+
+def dataset_input() -> DatasetInput:
+    frame = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["normal", "covid"]})
+    return DatasetInput(mlflow.data.from_pandas(frame, source="/data", name="tiny")._to_mlflow_entity(), tags=[])
+
+
+def two_runs(tmp_path: Path) -> tuple[str, str, str]:
+    uri = tracking.resolve_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(uri)
+    exp = tracking.ensure_experiment(client, "race", uri)
+    return uri, client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+
+
+def test_log_inputs_retries_after_losing_the_insert_race(tmp_path: Path) -> None:
+    uri, mine, rival = two_runs(tmp_path)
+    client = LosesTheRace(uri, rival, DUPLICATE)
+    tracking.log_inputs_once(client, mine, [dataset_input()])
+    assert client.calls == 2
+    digests = [[d.dataset.digest for d in MlflowClient(uri).get_run(r).inputs.dataset_inputs] for r in (mine, rival)]
+    assert digests[0] == digests[1] and len(digests[0]) == 1
+
+
+def test_log_inputs_other_errors_are_not_swallowed(tmp_path: Path) -> None:
+    uri, mine, rival = two_runs(tmp_path)
+    client = LosesTheRace(uri, rival, "RESOURCE_DOES_NOT_EXIST: run gone")
+    with pytest.raises(MlflowException, match="run gone"):
+        tracking.log_inputs_once(client, mine, [dataset_input()])
+    assert client.calls == 1
