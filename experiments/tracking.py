@@ -39,6 +39,13 @@ def artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides
 
 
+def checkpoint_root(uri: str) -> Path:
+    """Where Lightning checkpoints go: beside a local SQLite store, else ./mlruns/checkpoints."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "checkpoints"
+    return DEFAULT_ARTIFACTS.parent / "checkpoints"
+
+
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
     """The id of experiment `name`, created (with our artifact root) if missing."""
     exp = client.get_experiment_by_name(name)

@@ -21,8 +21,6 @@ from experiments.record import RunRecorder, run_artifact_sink
 from lightning_modules.backbones import default_input_size
 from lightning_modules.classifier import CXRClassifier
 
-CHECKPOINT_ROOT = Path("mlruns/checkpoints")
-
 
 @dataclass
 class TrainResult:
@@ -115,8 +113,8 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
         gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
-        # Checkpoints land in mlruns/checkpoints/<experiment id>/<run id>/checkpoints.
-        default_root_dir=str(CHECKPOINT_ROOT),
+        # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
+        default_root_dir=str(tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri))),
     )
 
 

@@ -243,10 +243,15 @@ def test_default_store_follows_the_working_directory(tmp_path: Path, isolate: Ca
 
 
 def test_resume_continues_the_same_run(in_tmp_cwd: Path, folder_tree: Path) -> None:
-    assert cli("--data.root", str(folder_tree), "--tracking.log_checkpoint", "false") == 0
-    client = MlflowClient(tracking.resolve_uri())
+    # A store outside the working directory: its checkpoints go beside it, and the checkpoint
+    # remembers the store, so --resume finds the run there.
+    uri = f"sqlite:///{in_tmp_cwd / 'store' / 'mlflow.db'}"
+    assert cli("--data.root", str(folder_tree), "--tracking.log_checkpoint", "false", "--tracking.uri", uri) == 0
+    client = MlflowClient(uri)
     first = only_run(client)
     last = Path(first.data.tags["cxrlab.best_checkpoint"]).parent / "last.ckpt"
+    assert last.is_relative_to(in_tmp_cwd / "store" / "checkpoints")
+    assert not (in_tmp_cwd / "mlruns").exists()
     assert read_checkpoint(last)["epoch"] == 0
     code = main(["train", "--resume", str(last), "--trainer.max_epochs", "2", *FAST])
     assert code == 0
