@@ -3,7 +3,7 @@
 Both train the same CXRClassifier with the same optimiser, batch, precision and in-memory data
 (so disk decoding is not measured), alternating runs to cancel drift; prints images/s and ratio.
 
-    python benchmarks/train_throughput.py --backbone resnet18 --size 224 --batch 32 --steps 30
+    python -m benchmarks.train_throughput --backbone resnet18 --size 224 --batch 32 --steps 30
 """
 
 from __future__ import annotations
