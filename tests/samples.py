@@ -1,4 +1,5 @@
-"""Small hand-made inputs shared by several test files: predictions with known metrics, DICOMs."""
+"""Small hand-made inputs shared by several test files: predictions with known metrics, DICOMs,
+the PNG signature."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
 NAMES = ["normal", "covid", "pneumonia"]
 # Predictions: [0, 0, 1, 1, 1, 2, 2, 2, 2, 0]  -> cm rows [2 1 0], [0 2 1], [1 0 3].
 Y_SMALL = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])

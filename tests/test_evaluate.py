@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from samples import PNG_MAGIC
 from sklearn import metrics
 from tiny_training import train_tiny
 
@@ -23,7 +24,6 @@ from experiments.compare import compare_table
 from experiments.eval_outputs import positive_class
 from experiments.evaluate import evaluate, evaluation_config, rows_to_predict
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["covid", "normal", "pneumonia"]  # the conftest dataset's, sorted as the model has them
 # A frozen random backbone keeps BatchNorm statistics the same in training and evaluation, so a

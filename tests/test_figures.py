@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from samples import NAMES
+from samples import NAMES, PNG_MAGIC
 from samples import P_SMALL as P
 from samples import Y_SMALL as Y
 
@@ -89,4 +89,4 @@ def test_threshold_scores_lines_and_histograms() -> None:
 
 def test_figures_render_to_png() -> None:
     png = figure_png(plot_roc(roc_curves(Y, P), NAMES))
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert png[:8] == PNG_MAGIC and len(png) > 5000

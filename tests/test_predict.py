@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from samples import write_dicom
+from samples import PNG_MAGIC, write_dicom
 from tiny_training import train_tiny
 
 from experiments.cli import main
@@ -18,7 +18,6 @@ from experiments.inference import predict_table
 from experiments.predict import lung_masks
 from lightning_modules.checkpoint import load_classifier
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # 64 px input gives resnet18 a 2x2 Grad-CAM layer; the frozen random backbone trains in seconds.
 TRAIN = (
     "--data.image_size", "64", "--model.finetune", "frozen", "--model.lr", "0.05",

@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from samples import PNG_MAGIC
 
 from experiments.report import Section, figure_png, render_html, render_markdown, save_figure
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def small_figure() -> Figure:

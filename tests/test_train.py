@@ -14,6 +14,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from samples import PNG_MAGIC
 
 from experiments import tracking
 from experiments.cli import main
@@ -127,7 +128,7 @@ def test_run_artifacts(tiny_run: TinyRun, folder_tree: Path) -> None:
     assert list(splits.columns) == ["path", "label", "patient_id", "split"]
     assert splits["split"].value_counts().to_dict() == {"train": 30, "val": 9, "test": 9}
     png = Path(client.download_artifacts(run_id, "val_roc.png", str(dst))).read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png[:8] == PNG_MAGIC
 
 
 def test_logged_checkpoint_matches_local_best(tiny_run: TinyRun, split_accuracy: Callable) -> None:
