@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,4 +47,91 @@ def focus_summary(values: Tensor) -> dict[str, float]:
         "median": defined.quantile(0.5).item() if n else math.nan,
         "n": float(n),
         "n_nan": float(flat.numel() - n),
+    }
+
+
+# ---------------------------------------------------------------- mask-free regions
+# Where burnt-in text, markers and rulers sit on any radiograph: no lung mask needed.
+
+
+def _side(fraction: float, pixels: int) -> int:
+    """A fraction of an image side in whole pixels, at least one."""
+    return max(1, round(fraction * pixels))
+
+
+def border_mask(size: tuple[int, int], width: float) -> Tensor:
+    """The outer frame [H, W] (bool) whose width is `width` times each side."""
+    h, w = size
+    bh, bw = _side(width, h), _side(width, w)
+    mask = torch.ones(h, w, dtype=torch.bool)
+    mask[bh : h - bh, bw : w - bw] = False
+    return mask
+
+
+def corner_mask(size: tuple[int, int], side: float) -> Tensor:
+    """The four corner squares [H, W] (bool), each `side` times the image's sides."""
+    h, w = size
+    ch, cw = _side(side, h), _side(side, w)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for rows in (slice(0, ch), slice(h - ch, h)):
+        for cols in (slice(0, cw), slice(w - cw, w)):
+            mask[rows, cols] = True
+    return mask
+
+
+def _otsu(values: np.ndarray, bins: int = 128) -> float:
+    """The intensity threshold that maximises the between-class variance of `values`."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist).astype(float)
+    mass = np.cumsum(hist * centres)
+    total, total_mass = weight[-1], mass[-1]
+    below_mean = mass / np.maximum(weight, 1)
+    above_mean = (total_mass - mass) / np.maximum(total - weight, 1)
+    between = weight * (total - weight) * (below_mean - above_mean) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def body_mask(images: Tensor) -> Tensor:
+    """Body masks [N, H, W] (bool) from the images alone: a two-level Otsu threshold of the smoothed
+    image, the largest bright component, holes (the dark lungs) filled, an opening for the edges."""
+    from scipy import ndimage
+
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"images: need [N, H, W] or [N, 1, H, W], got {tuple(images.shape)}")
+    out = []
+    for img in images.detach().float().cpu().numpy():
+        size = min(img.shape)
+        # Film noise would otherwise speckle the threshold near the skin line.
+        smooth = ndimage.gaussian_filter(img, sigma=max(0.5, size / 128))
+        # Otsu splits soft tissue from the dark lungs; Otsu again below that threshold splits the
+        # air around the body from the lungs and the thin tissue at the skin line.
+        upper = _otsu(smooth)
+        bright = smooth > _otsu(smooth[smooth <= upper])
+        labels, n = ndimage.label(bright)
+        if n == 0:
+            out.append(np.zeros_like(bright))
+            continue
+        # The body is the largest bright blob; burnt-in markers and text are small ones beside it.
+        largest = labels == 1 + int(np.argmax(ndimage.sum_labels(bright, labels, range(1, n + 1))))
+        body = ndimage.binary_fill_holes(largest)
+        r = max(1, size // 64)
+        body = ndimage.binary_opening(body, structure=np.ones((2 * r + 1, 2 * r + 1)))
+        out.append(body)
+    return torch.from_numpy(np.stack(out))
+
+
+def region_focus(
+    heatmaps: Tensor, images: Tensor, border_width: float, corner_size: float
+) -> dict[str, Tensor]:
+    """Mask-free focus [N] of each heatmap in the image border, the corners and outside the body."""
+    n, size = images.shape[0], tuple(images.shape[-2:])
+    border = border_mask(size, border_width).expand(n, *size)
+    corners = corner_mask(size, corner_size).expand(n, *size)
+    return {
+        "border_focus": mask_focus(heatmaps, border),
+        "corner_focus": mask_focus(heatmaps, corners),
+        "outside_body_focus": mask_focus(heatmaps, ~body_mask(images)),
     }

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,7 @@ class _Chest:
     u: np.ndarray  # (1, size) viewer x in [-1, 1]; u > 0 is the patient's left
     v: np.ndarray  # (size, 1) y in [-1, 1], downwards
     lung: np.ndarray  # bool lung fields
+    body: np.ndarray  # bool body outline (neck, shoulders, chest wall, abdomen)
     air: np.ndarray  # soft-edged lung fields: where a finding may replace air in the image
     lat: np.ndarray  # 0 at the medial lung edge, 1 at the lateral edge
     height: np.ndarray  # 0 at the apex, 1 at the diaphragm
@@ -231,7 +233,8 @@ def _anatomy(rng: np.random.Generator, size: int, difficulty: float) -> tuple[np
     )
     lat = np.clip((au - (cx - la)) / (2 * la), 0.0, 1.0)
     height = np.clip((v - top) / (dome_base - top), 0.0, 1.0)
-    return density, _Chest(u, v, lung, lung_soft, lat, height, vessels, top, (dome_r, dome_l))
+    chest = _Chest(u, v, lung, au < width, lung_soft, lat, height, vessels, top, (dome_r, dome_l))
+    return density, chest
 
 
 # ---------------------------------------------------------------- class findings
@@ -313,7 +316,7 @@ class _Patient:
     """Everything shared by all radiographs of one phantom patient."""
 
     density: np.ndarray  # canonical attenuation, findings included
-    labels: np.ndarray  # uint8 canonical labels: bit 0 lung, bit 1 lesion (always inside lung)
+    labels: np.ndarray  # uint8 canonical labels: bit 0 lung, bit 1 lesion (inside lung), bit 2 body
     pose: tuple[float, float, float, float]  # rotation (rad), shift x, shift y, scale
 
 
@@ -328,7 +331,7 @@ def _sample_patient(rng: np.random.Generator, label: str, size: int, difficulty:
         float(rng.uniform(-1, 1) * (0.02 + 0.04 * d)),
         float(rng.uniform(0.97 - 0.07 * d, 1.02 + 0.04 * d)),
     )
-    labels = chest.lung.astype(np.uint8) | (lesion.astype(np.uint8) << 1)
+    labels = chest.lung.astype(np.uint8) | (lesion.astype(np.uint8) << 1) | (chest.body.astype(np.uint8) << 2)
     return _Patient(density + opacity, labels, pose)
 
 
@@ -389,9 +392,18 @@ def _burn_marker(img: np.ndarray, marker: int) -> None:
     patch[glyph] = 255
 
 
+class PhantomView(NamedTuple):
+    """One rendered radiograph and its ground truth, all H x W."""
+
+    image: np.ndarray  # uint8
+    lung: np.ndarray  # bool lung mask
+    lesion: np.ndarray  # bool finding mask (empty for normal)
+    body: np.ndarray  # bool body outline (what a body mask computed from the image should find)
+
+
 def _render_view(
     patient: _Patient, rng: np.random.Generator, difficulty: float, marker: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> PhantomView:
     """One exposure of a patient: small pose change, exposure, film noise and blur."""
     size = patient.density.shape[0]
     d = difficulty
@@ -418,7 +430,7 @@ def _render_view(
     if marker is not None:
         _burn_marker(out, marker)
     labels = _sample_nearest(patient.labels, warp)
-    return out, (labels & 1) > 0, (labels & 2) > 0
+    return PhantomView(out, (labels & 1) > 0, (labels & 2) > 0, (labels & 4) > 0)
 
 
 # ---------------------------------------------------------------- public API
@@ -445,8 +457,8 @@ def render_phantom(
     size: int,
     difficulty: float = 0.5,
     marker: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One frontal phantom radiograph: (uint8 image HxW, bool lung mask HxW, bool lesion mask HxW)."""
+) -> PhantomView:
+    """One frontal phantom radiograph with its lung, lesion and body masks."""
     _check_render_args(label, size, difficulty)
     if marker is not None and marker not in range(len(PHANTOM_CLASSES)):
         raise ValueError(f"marker must be None or a class index 0..{len(PHANTOM_CLASSES) - 1}")
@@ -484,7 +496,7 @@ def _render_task(task: _Task) -> list[dict[str, object]]:
         rng = np.random.default_rng(np.random.SeedSequence([task.seed, code, 1, index]))
         # Drawn first and always, so the shortcut share changes markers and nothing else.
         marked = bool(rng.random() < task.shortcut)
-        img, lung, lesion = _render_view(patient, rng, task.difficulty, code if marked else None)
+        img, lung, lesion, _ = _render_view(patient, rng, task.difficulty, code if marked else None)
         name = f"{task.label}/{task.label}_{index:05d}.png"
         for folder, array in (("images", img), ("masks", lung), ("lesions", lesion)):
             _save_png(array, task.out / folder / name)

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from callbacks.focus import body_mask
 from datamodules.phantom import COLUMNS, PHANTOM_CLASSES, generate_phantom, render_phantom
 
 SIZE = 64
@@ -123,8 +125,8 @@ def test_markers_sit_in_a_class_corner_outside_the_lungs() -> None:
     corners = set()
     for k, label in enumerate(PHANTOM_CLASSES):
         for seed in range(3):
-            marked, lung, _ = render_phantom(np.random.default_rng(seed), label, SIZE, 1.0, k)
-            plain, _, _ = render_phantom(np.random.default_rng(seed), label, SIZE, 1.0)
+            marked, lung, _, _ = render_phantom(np.random.default_rng(seed), label, SIZE, 1.0, k)
+            plain, _, _, _ = render_phantom(np.random.default_rng(seed), label, SIZE, 1.0)
             rows, cols = np.nonzero(marked != plain)
             assert rows.size > 0 and np.all(marked[rows, cols] == 255)
             assert not lung[rows, cols].any()
@@ -134,9 +136,22 @@ def test_markers_sit_in_a_class_corner_outside_the_lungs() -> None:
     assert len({c for _, c in corners}) == 4 and len(corners) == 4
 
 
+@pytest.mark.parametrize("difficulty", [0.0, 0.5, 1.0])
+def test_body_mask_from_the_image_matches_the_body_outline(difficulty: float) -> None:
+    # The mask-free outside-body focus rests on this: threshold + morphology finds the body,
+    # ignoring the burnt-in marker, without any model.
+    for k, label in enumerate(PHANTOM_CLASSES):
+        for seed in range(2):
+            view = render_phantom(np.random.default_rng([seed, k]), label, 128, difficulty, k)
+            found = body_mask(torch.from_numpy(view.image).float()[None] / 255)[0].numpy()
+            iou = (found & view.body).sum() / (found | view.body).sum()
+            assert iou >= 0.9, (label, seed, iou)
+            assert view.lung[view.body].sum() == view.lung.sum()  # lungs lie inside the body
+
+
 def test_diseased_lungs_are_brighter_than_normal() -> None:
     mean = {
-        c: np.mean([img[lung].mean() for img, lung, _ in _renders(c, 24)]) for c in PHANTOM_CLASSES
+        c: np.mean([img[lung].mean() for img, lung, *_ in _renders(c, 24)]) for c in PHANTOM_CLASSES
     }
     for label in ("bacteria", "virus", "covid"):
         assert mean[label] > mean["normal"] + 3, mean
@@ -149,7 +164,7 @@ def _halves(lung: np.ndarray) -> tuple[float, float]:
 
 
 def test_covid_is_peripheral_and_lower_zone() -> None:
-    for _, lung, lesion in _renders("covid", 12):
+    for _, lung, lesion, _ in _renders("covid", 12):
         mid_r, mid_c = _halves(lung)
         rows, cols = np.nonzero(lesion)
         lung_dist = np.abs(np.nonzero(lung)[1] - mid_c)
@@ -160,7 +175,7 @@ def test_covid_is_peripheral_and_lower_zone() -> None:
 
 def test_bacteria_is_mostly_in_one_lung() -> None:
     shares = []
-    for _, lung, lesion in _renders("bacteria", 12):
+    for _, lung, lesion, _ in _renders("bacteria", 12):
         _, mid_c = _halves(lung)
         left = np.mean(np.nonzero(lesion)[1] < mid_c)
         shares.append(max(left, 1 - left))
@@ -168,7 +183,7 @@ def test_bacteria_is_mostly_in_one_lung() -> None:
 
 
 def test_virus_covers_both_lungs() -> None:
-    for _, lung, lesion in _renders("virus", 12):
+    for _, lung, lesion, _ in _renders("virus", 12):
         _, mid_c = _halves(lung)
         c = int(mid_c)
         for side in (np.s_[:, :c], np.s_[:, c:]):
@@ -179,7 +194,7 @@ def test_difficulty_fades_findings() -> None:
     def contrast(d: float) -> float:
         sick = [
             img[lesion].mean() - img[lung & ~lesion].mean()
-            for img, lung, lesion in _renders("bacteria", 10, difficulty=d)
+            for img, lung, lesion, _ in _renders("bacteria", 10, difficulty=d)
         ]
         return float(np.mean(sick))
 
