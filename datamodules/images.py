@@ -2,35 +2,158 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from experiments.config import DataConfig
+
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"} | DICOM_SUFFIXES
+# Raw detector images: their extremes are collimator edges, markers and open-field exposure, so
+# without a useful VOI window the percentiles of the pixels set black and white, not min/max.
+PROJECTION_MODALITIES = {"CR", "DX", "RG"}
+# A VOI window over at least this share of the detector's value range only says "show everything".
+FULL_RANGE_SHARE = 0.9
+
+_DEFAULTS = DataConfig()
+# Our own header check below rejects oversized images with a counted skip; PIL's warning for the
+# same images is noise. PIL's hard error is kept (and reworded) by tying its limit to ours.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than data.max_pixels (never decoded)."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How files become intensities: the DICOM window policy and the pixel limit."""
+
+    dicom_window: str = _DEFAULTS.dicom_window
+    dicom_percentiles: tuple[float, float] = tuple(_DEFAULTS.dicom_percentiles)  # type: ignore[assignment]
+    max_pixels: int = _DEFAULTS.max_pixels
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Decoding:
+        """The decoding settings of a (flattened-to-dict) data config section."""
+        return cls(data["dicom_window"], tuple(data["dicom_percentiles"]), data["max_pixels"])
+
+    def check_size(self, path: Path, shape: tuple[int, ...]) -> None:
+        """Refuse, before any pixel is decoded, an image larger than max_pixels."""
+        pixels = int(np.prod(shape))
+        if pixels > self.max_pixels:
+            raise self.too_large(path, f"{' x '.join(map(str, shape))} = {pixels} pixels")
+
+    def too_large(self, path: Path, size: str) -> ImageTooLarge:
+        """The one-line refusal of an image of `size` (as text)."""
+        return ImageTooLarge(
+            f"{path}: {size} exceeds data.max_pixels={self.max_pixels} (a decompression bomb?); "
+            "skipped unread, raise data.max_pixels to read it"
+        )
+
+
+def percentile_window(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map the `low` and `high` percentiles of `arr` to 0 and 1, clipping outside."""
+    lo, hi = np.percentile(arr, [low, high])
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.float64)
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _stored_range(ds: Any) -> np.ndarray:
+    """The smallest and largest storable pixel value, e.g. [0, 4095] for 12 unsigned bits."""
+    bits = int(ds.BitsStored)
+    if int(getattr(ds, "PixelRepresentation", 0)) == 1:
+        return np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1])
+    return np.array([0, 2**bits - 1])
+
+
+def _window_spans_detector(ds: Any) -> bool:
+    """True when the first VOI window covers (nearly) the detector's whole modality-LUT range."""
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_modality_lut
+
+    center, width = ds.WindowCenter, ds.WindowWidth
+    center = float(center[0] if isinstance(center, MultiValue) else center)
+    width = float(width[0] if isinstance(width, MultiValue) else width)
+    lo, hi = np.sort(apply_modality_lut(_stored_range(ds), ds).astype(np.float64))
+    covered = min(hi, center + width / 2) - max(lo, center - width / 2)
+    return hi <= lo or covered >= FULL_RANGE_SHARE * (hi - lo)
+
+
+def _dicom_policy(ds: Any, requested: str) -> str:
+    """Resolve `auto` to voi or percentile for one file."""
+    if requested != "auto":
+        return requested
+    if ds.get("VOILUTSequence"):
+        return "voi"  # a LUT is a deliberate display curve
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if has_window and not _window_spans_detector(ds):
+        return "voi"
+    return "percentile" if str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES else "voi"
+
+
+def _apply_voi(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """The file's VOI LUT or window (pydicom), scaled by that function's output range to [0, 1]."""
+    from pydicom.pixels import apply_voi_lut
+
+    if ds.get("VOILUTSequence"):
+        lut = ds.VOILUTSequence[0].LUTDescriptor
+        first, n = int(lut[1]), int(lut[0]) or 2**16
+        arr = np.rint(arr).astype(np.int64)  # LUTs index integers
+        ends = apply_voi_lut(np.arange(first, first + n), ds)  # every LUT output value
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        ends = apply_voi_lut(np.array([-(2.0**52), 2.0**52]), ds)  # saturates at both ends
+    else:  # no VOI in the file: the image's own range
+        ends = np.array([arr.min(), arr.max()])
+    lo, hi = float(np.min(ends)), float(np.max(ends))
+    out = apply_voi_lut(arr, ds).astype(np.float64)
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros(arr.shape)
+
+
+def _read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
     try:
         import pydicom
+        from pydicom.pixels import apply_modality_lut
     except ImportError:
         raise ValueError(f"{path}: DICOM needs pydicom: pip install 'cxrlab[dicom]'") from None
-    ds = pydicom.dcmread(str(path))
-    arr = ds.pixel_array.astype(np.float32)
-    if arr.ndim == 3:  # multi-frame or colour: a CXR has one gray frame, take the first
-        arr = arr[0] if arr.shape[-1] not in (3, 4) else arr[..., :3].mean(-1)
-    arr = arr * float(getattr(ds, "RescaleSlope", 1.0)) + float(getattr(ds, "RescaleIntercept", 0.0))
-    lo, hi = float(arr.min()), float(arr.max())
-    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    # Elements over 64 KB (the pixel data) stay on disk until read, so the size check below
+    # runs on the header alone.
+    ds = pydicom.dcmread(str(path), defer_size="64 KB")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    decoding.check_size(path, (frames, int(ds.Rows), int(ds.Columns)))
+    arr = ds.pixel_array
+    if frames > 1:
+        arr = arr[0]  # a CXR has one frame; later ones are duplicates or derived views
+    if int(ds.get("SamplesPerPixel", 1)) > 1:  # a colour capture (a photographed film): luma
+        return arr[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114] / (2 ** int(ds.BitsStored) - 1)
+    arr = apply_modality_lut(arr, ds).astype(np.float64)
+    if _dicom_policy(ds, decoding.dicom_window) == "percentile":
+        arr = percentile_window(arr, *decoding.dicom_percentiles)
+    else:
+        arr = _apply_voi(arr, ds)
     # MONOCHROME1 stores bone dark; flip so every image shows bone bright, like a PNG export.
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         arr = 1.0 - arr
     return arr
 
 
-def _read_pil(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
+def _read_pil(path: Path, decoding: Decoding) -> np.ndarray:
+    # PIL checks its own limit inside open(); the same number keeps its refusal and ours in step.
+    Image.MAX_IMAGE_PIXELS = decoding.max_pixels
+    try:
+        img = Image.open(path)  # lazy: reads the header, decodes nothing yet
+    except Image.DecompressionBombError as e:  # over twice the limit: PIL refuses in open()
+        pixels = re.search(r"(\d+) pixels", str(e))
+        raise decoding.too_large(path, f"{pixels[1]} pixels" if pixels else "its size") from None
+    with img:
+        decoding.check_size(path, (img.height, img.width))
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit PNGs decode to uint16 or int32; the full 16-bit range maps to [0, 1].
@@ -40,18 +163,18 @@ def _read_pil(path: Path) -> np.ndarray:
             lo, hi = float(arr.min()), float(arr.max())
             return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
         if img.mode != "L":
-            img = img.convert("L")
+            img = img.convert("L")  # RGB/palette/1-bit films: ITU-R 601 luma
         return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, decoding: Decoding = Decoding()) -> np.ndarray:
     """A grayscale float32 [H, W] array in [0, 1]; raises ValueError naming a bad file."""
     path = Path(path)
     try:
         if path.suffix.lower() in DICOM_SUFFIXES:
-            arr = _read_dicom(path)
+            arr = _read_dicom(path, decoding)
         else:
-            arr = _read_pil(path)
+            arr = _read_pil(path, decoding)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except ValueError:
@@ -60,9 +183,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: unreadable image ({type(e).__name__}: {e}); replace or remove it") from None
     if arr.ndim != 2 or min(arr.shape) < 2:
         raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
-    return np.clip(arr, 0.0, 1.0)
+    return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, decoding: Decoding = Decoding()) -> np.ndarray:
     """A binary mask PNG as a bool [H, W] array (nonzero = inside)."""
-    return read_image(path) > 0.5
+    return read_image(path, decoding) > 0.5

@@ -59,6 +59,22 @@ class DataConfig:
     class_weights: bool = _f(False, "weight the loss by inverse train-class frequency")
     crop_margin: float = _f(0.0, "crop this fraction from every border first (burnt-in text)")
     verify_images: bool = _f(True, "decode-check every image at setup; skip and count bad ones")
+    dicom_window: str = _f(
+        "auto",
+        "DICOM intensities after the modality LUT: voi (the file's VOI LUT or window; min-max without "
+        "one) | percentile (data.dicom_percentiles of the pixels become black and white) | auto (voi, "
+        "but percentile for CR/DX/RG files whose window is missing or spans the detector range)",
+    )
+    dicom_percentiles: list[float] = _f(
+        [0.5, 99.5], "low,high pixel percentiles that percentile windowing maps to black and white"
+    )
+    max_pixels: int = _f(
+        50_000_000, "skip, unread, images whose header declares more pixels (decompression bombs)", ge=1
+    )
+    cache: str | None = _f(
+        None, "decode cache folder: each image decoded, cropped and resized once to 8 bits, then read "
+        "memory-mapped by every epoch, run and sweep worker"
+    )
     augment: AugmentConfig = _section(AugmentConfig, "training augmentation")
     batch_size: int = _f(32, "images per batch (per device)")
     num_workers: int = _f(2, "DataLoader worker processes")
@@ -313,6 +329,7 @@ CHOICES = {
     "data.source": ("auto", "phantom", "folder", "csv"),
     "data.balance": ("none", "downsample", "oversample", "augment_minority"),
     "data.other_labels": ("error", "drop"),
+    "data.dicom_window": ("auto", "voi", "percentile"),
     "model.head": ("gap-linear", "gap-mlp", "maxpool-mlp"),
     "model.optimizer": ("adam", "adamw", "rmsprop", "sgd"),
     "model.scheduler": ("none", "cosine", "plateau"),
@@ -370,6 +387,12 @@ def validate(cfg: Config, where: str = "config") -> Config:
             raise ConfigError(
                 f"{where}: explain.methods has {m!r}; choose from gradcam, gradcampp, activation"
             )
+    low_high = cfg.data.dicom_percentiles
+    if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100:
+        raise ConfigError(
+            f"{where}: data.dicom_percentiles={low_high} must be two percentiles low < high in [0, 100] "
+            "(e.g. [0.5, 99.5])"
+        )
     if cfg.data.classes is not None and len(set(cfg.data.classes)) != len(cfg.data.classes):
         raise ConfigError(f"{where}: data.classes has duplicates: {cfg.data.classes}")
     if cfg.data.other_labels == "drop" and cfg.data.classes is None:
