@@ -1,0 +1,38 @@
+"""Dataset adapters: each turns a dataset on disk, as downloaded, into the sample table.
+
+The registry (registry.py) maps data.source names to adapters; each adapter module registers
+itself when imported below, so the order here is the order `cxrlab data sources` lists them.
+"""
+
+from datamodules.sources import (  # noqa: F401  (imported to register the adapters)
+    csv_folder,
+    kermany,
+    coronahack,
+    covid_radiography,
+    cohen,
+    covidx,
+    combine,
+)
+from datamodules.sources.csv_folder import csv_source, folder_source
+from datamodules.sources.load import Loaded, data_root, load_source, load_table, read_source
+from datamodules.sources.options import SourceOptions
+from datamodules.sources.registry import Source, detect_source, get_source, source_names
+from datamodules.sources.table import check_files, resolve_classes, select_labels
+
+__all__ = [
+    "Loaded",
+    "Source",
+    "SourceOptions",
+    "check_files",
+    "csv_source",
+    "data_root",
+    "detect_source",
+    "folder_source",
+    "get_source",
+    "load_source",
+    "load_table",
+    "read_source",
+    "resolve_classes",
+    "select_labels",
+    "source_names",
+]

@@ -1,0 +1,88 @@
+"""The source registry: name -> adapter, kept apart from the adapters that register themselves.
+
+Every dataset adapter module decorates its loader with `@register(...)`; the package's
+`__init__` imports them all, so config validation, `cxrlab data sources`, `auto` detection and
+dispatch read this one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datamodules.sources.options import SourceOptions
+
+Loader = Callable[[Path, "SourceOptions"], "pd.DataFrame"]
+Detector = Callable[[Path], bool]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One dataset adapter: how to read a root, how to recognise one, where to point data.root."""
+
+    name: str
+    load: Loader
+    detect: Detector | None  # None: never chosen by `auto` (too generic or needs options)
+    summary: str
+    folder: str  # what data.root points at, as the dataset is downloaded
+    official_split: bool = False  # the table carries the dataset's own split (official_split)
+    classes: tuple[str, ...] | None = None  # the labels it yields by default, in output order
+
+
+_REGISTRY: dict[str, Source] = {}
+
+
+def register(
+    name: str,
+    *,
+    summary: str,
+    folder: str,
+    detect: Detector | None = None,
+    official_split: bool = False,
+    classes: tuple[str, ...] | None = None,
+) -> Callable[[Loader], Loader]:
+    """Decorator: add a loader to the registry under `name`."""
+
+    def add(load: Loader) -> Loader:
+        if name in _REGISTRY or name == "auto":
+            raise RuntimeError(f"data source {name!r} is registered twice")
+        _REGISTRY[name] = Source(name, load, detect, summary, folder, official_split, classes)
+        return load
+
+    return add
+
+
+def source_names() -> tuple[str, ...]:
+    """Registered source names in registration order (auto is not one of them)."""
+    return tuple(_REGISTRY)
+
+
+def get_source(name: str) -> Source:
+    """The adapter called `name`; a one-line error lists the valid names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"data.source={name!r}; choose auto or one of {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def detect_source(root: Path, exclude: tuple[str, ...] = ()) -> str:
+    """The one source whose detector accepts `root`; a CSV file or class folders when none does."""
+    hits = [
+        s.name for s in _REGISTRY.values()
+        if s.detect is not None and s.name not in exclude and s.detect(root)
+    ]
+    if len(hits) > 1:
+        raise ValueError(
+            f"{root}: data.source=auto is ambiguous (looks like {', '.join(hits)}); set "
+            "--data.source to one of them"
+        )
+    if hits:
+        return hits[0]
+    return "csv" if root.is_file() else "folder"
