@@ -20,7 +20,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin
 
@@ -79,8 +79,10 @@ class SweepSpec:
     seed: int = 0
     n_trials: int | None = None
     study_name: str | None = None
-    heartbeat_interval: int = 60
-    grace_period: int = 180
+    # A dead worker's trial is re-queued by its launcher at once; the grace period is the fallback
+    # for what the launcher cannot see (a whole node lost), so it stays short.
+    heartbeat_interval: int = 10
+    grace_period: int = 30
     max_retry: int | None = 3
 
     @property
@@ -198,9 +200,9 @@ def _parse_when(raw: Any, key: str, types_: Mapping[str, Any], where: str) -> di
 
 def _parse_heartbeat(raw: Any, where: str) -> tuple[int, int, int | None]:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping like {{interval: 60, grace: 180, max_retry: 3}}")
+        raise ConfigError(f"{where}: expected a mapping like {{interval: 10, grace: 30, max_retry: 3}}")
     _check_keys(raw, HEARTBEAT_KEYS, where)
-    interval = coerce(raw.get("interval", 60), int, f"{where}.interval")
+    interval = coerce(raw.get("interval", SweepSpec.heartbeat_interval), int, f"{where}.interval")
     grace = coerce(raw.get("grace", 3 * interval), int, f"{where}.grace")
     retry = raw.get("max_retry", 3)
     retry = None if retry is None else coerce(retry, int, f"{where}.max_retry")
@@ -329,6 +331,25 @@ def build_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     if not spec.pruned:
         return optuna.pruners.NopPruner()
     return PRUNERS[spec.pruner](**spec.pruner_options)
+
+
+def corner_points(spec: SweepSpec, base: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every combination a study can sample, with each range at its two ends: what a sweep
+    config is checked on before any worker starts. `base` is the flattened base config."""
+
+    def walk(i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if i == len(spec.params):
+            yield dict(chosen)
+            return
+        p = spec.params[i]
+        if not all(chosen.get(k, base.get(k)) in allowed for k, allowed in p.when.items()):
+            yield from walk(i + 1, chosen)
+            return
+        ends = (int(p.low), int(p.high)) if p.kind == "int" else (p.low, p.high)
+        for value in p.values if p.kind == "categorical" else ends:
+            yield from walk(i + 1, {**chosen, p.name: value})
+
+    return walk(0, {})
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec, base: Mapping[str, Any]) -> dict[str, Any]:

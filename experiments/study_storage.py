@@ -1,9 +1,11 @@
 """Optuna storage for sweeps: a journal file (default), SQLite or PostgreSQL, all with heartbeats.
 
-A worker killed mid-trial leaves a RUNNING trial. With heartbeats on, every worker records a
-heartbeat per trial, and before each new trial Optuna fails trials whose heartbeat went stale
-and hands them to `RetryHeartbeatStaleTrialCallback`, which re-queues them (same parameters).
-RDBStorage has this built in; the journal storage gets it from `HeartbeatJournalStorage`.
+A worker killed mid-trial leaves a RUNNING trial. Its launcher sees the death and calls
+`fail_and_requeue` at once. What no launcher sees (a whole node lost) heartbeats catch: every
+worker records a heartbeat per trial, and before each new trial Optuna fails trials whose
+heartbeat went stale and hands them to `RetryHeartbeatStaleTrialCallback`, which re-queues them
+(same parameters). RDBStorage has this built in; the journal storage gets it from
+`HeartbeatJournalStorage`.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """JournalStorage whose running trials record heartbeats, so stale ones can be re-queued."""
 
     def __init__(
-        self, backend: JournalFileBackend, interval: int, grace: int, on_stale: StaleCallback | None
+        self, backend: JournalFileBackend, interval: int | None, grace: int | None, on_stale: StaleCallback | None
     ) -> None:
         super().__init__(backend)
         self._interval = interval
@@ -72,7 +74,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             # A re-queued trial inherits the old heartbeat attr: its start time counts as a beat.
             start = t.datetime_start.timestamp() if t.datetime_start else 0.0
-            if now - max(float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)), start) > self._grace:
+            if now - max(float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)), start) > (self._grace or 0):
                 stale.append(t._trial_id)
         return stale
 
@@ -85,16 +87,33 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._on_stale
 
 
+def _rdb_storage(url: str, attempts: int = 5, **kwargs: object) -> RDBStorage:
+    """RDBStorage, retried while another process creates the same fresh database's tables
+    (two nodes starting at once both try CREATE TABLE; the loser's retry finds them)."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(sqlalchemy_url(url), **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(
     url: str,
-    heartbeat_interval: int = 60,
-    grace_period: int = 180,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
     max_retry: int | None = 3,
     on_stale: StaleCallback | None = None,
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage for a journal file path or a database URL, with stale-trial retry.
 
-    `on_stale(study, trial)` runs for every stale trial before it is re-queued.
+    Without `heartbeat_interval` (reading a study) no heartbeats are kept; a sweep passes its
+    search.heartbeat settings. `on_stale(study, trial)` runs for every stale trial before it is
+    re-queued.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are stable
@@ -108,10 +127,8 @@ def open_storage(
     if is_rdb(url):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                sqlalchemy_url(url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
+            return _rdb_storage(
+                url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale,
             )
     if "://" in url:
@@ -121,3 +138,19 @@ def open_storage(
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace_period, stale)
+
+
+def fail_and_requeue(study: optuna.Study, trial_id: int) -> FrozenTrial | None:
+    """Mark a RUNNING trial FAIL now and hand it to the storage's stale-trial callback (the
+    re-queue), as heartbeats would after the grace period; None if it had already finished."""
+    storage = study._storage  # the storage's own trial-state API, as optuna's fail_stale_trials uses
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None  # another process finished or failed it first
+    failed = storage.get_trial(trial_id)
+    callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    if callback is not None:
+        callback(study, failed)
+    return failed

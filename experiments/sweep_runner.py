@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments import sweep_tracking, tracking
+from experiments import sweep_recovery, sweep_tracking, tracking
 from experiments.config import (
     Config,
     ConfigError,
@@ -40,7 +41,8 @@ from experiments.config import (
     set_dotted,
     to_dict,
 )
-from experiments.search_space import SweepSpec, build_pruner, build_sampler, parse_search
+from experiments.checks import check_config
+from experiments.search_space import SweepSpec, build_pruner, build_sampler, corner_points, parse_search
 from experiments.study_storage import default_storage, open_storage, redact
 from experiments.sweep_status import LAUNCH_ATTR, format_status
 
@@ -81,6 +83,7 @@ class SweepOutcome:
     interrupted: bool = False
     worker_exit_codes: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dead_workers: list[str] = field(default_factory=list)
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedSweep:
@@ -99,19 +102,38 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Loa
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     where = f"{path} (with overrides)" if overrides else str(path)
-    return LoadedSweep(spec, raw, from_dict(copy.deepcopy(raw), where), where)
+    base = check_config(from_dict(copy.deepcopy(raw), where), where)
+    check_search_space(spec, raw, where)
+    return LoadedSweep(spec, raw, base, where)
+
+
+def check_search_space(spec: SweepSpec, raw: dict[str, Any], where: str) -> None:
+    """Validate the config of every combination the study can sample (ranges at both ends)."""
+    flat = flatten(raw)
+    for point in corner_points(spec, flat):
+        trial_raw = copy.deepcopy(raw)
+        for key, value in point.items():
+            set_dotted(trial_raw, key, value)
+        shown = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            check_config(from_dict(trial_raw, where), where)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in the search space, at {shown})") from None
 
 
 # --------------------------------------------------------------------------- the study
 
 
-def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study or load it by name, checking it optimises the same objectives."""
+def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study or load it by name, checking it optimises the same objectives; True when
+    this launch created it (of launches started at once on several nodes, exactly one does)."""
     spec = loaded.spec
-    study = optuna.create_study(
-        study_name=name, storage=storage, directions=list(spec.directions), load_if_exists=True,
-        sampler=build_sampler(spec, spec.seed), pruner=build_pruner(spec),
-    )
+    options = {"study_name": name, "storage": storage, "sampler": build_sampler(spec, spec.seed), "pruner": build_pruner(spec)}
+    try:
+        study, created = optuna.create_study(directions=list(spec.directions), **options), True
+        study.set_user_attr(sweep_tracking.PARENT_PENDING_ATTR, True)  # launches joining now wait for its parent run
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(**options), False
     directions = [d.name.lower() for d in study.directions]
     stored = study.user_attrs.get("objectives", list(spec.objectives))
     if directions != list(spec.directions) or stored != list(spec.objectives):
@@ -120,7 +142,7 @@ def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStor
             f"({list(spec.directions)}); pick another --study-name"
         )
     study.set_user_attr("objectives", list(spec.objectives))
-    return study
+    return study, created
 
 
 def trial_budget(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> int | None:
@@ -151,6 +173,15 @@ class TrialBudget:
         self.counter = counter
         self.limit = limit
         self.parent_pid = parent_pid
+
+    def left(self) -> bool:
+        """Whether trials are left to start."""
+        return self.limit is None or self.counter.value < self.limit
+
+    def release(self, n: int = 1) -> None:
+        """Hand back the slots of `n` trials that a dead worker started but did not finish."""
+        with self.counter.get_lock():
+            self.counter.value = max(0, self.counter.value - n)
 
     def take(self) -> bool:
         """Claim one trial; False when the launch's budget is spent."""
@@ -251,34 +282,90 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _spawn_workers(plan: SweepPlan, devices: list[str | None], limit: int | None) -> tuple[list[int], bool]:
-    """Run one process per device; returns their exit codes and whether Ctrl-C stopped them."""
+@dataclass
+class WorkerPool:
+    """The worker processes of one launch. A worker that dies (killed, OOM, segfault) is
+    reported, its trial failed and re-queued at once, its trial slot handed back to the budget,
+    and a replacement started on the same device while trials are left to run."""
+
+    plan: SweepPlan
+    budget: TrialBudget
+    study: optuna.Study  # storage with the study's re-queue callback
+    client: MlflowClient
+    max_respawns: int
+    threads: int
+    live: dict[int, tuple[Any, str | None]] = field(default_factory=dict)  # sentinel -> (process, device)
+    codes: list[int] = field(default_factory=list)
+    deaths: list[str] = field(default_factory=list)
+    started: int = 0
+
+    def start(self, device: str | None) -> None:
+        """Start worker number `started` pinned to `device` (None: CPU)."""
+        ctx = mp.get_context("spawn")
+        index = self.started
+        with _environ(CUDA_VISIBLE_DEVICES=device or "", OMP_NUM_THREADS=str(self.threads)):
+            p = ctx.Process(
+                target=_worker_process, args=(self.plan, index, self.budget, self.threads), name=f"sweep-worker-{index}"
+            )
+            p.start()
+        self.live[p.sentinel] = (p, device)
+        self.started += 1
+
+    def watch(self) -> None:
+        """Wait for every worker to end, recovering from deaths as they happen."""
+        while self.live:
+            for sentinel in multiprocessing.connection.wait(list(self.live)):
+                p, device = self.live.pop(sentinel)
+                p.join()
+                self.codes.append(p.exitcode)
+                if p.exitcode not in (0, 130):
+                    self._recover(p, device)
+
+    def _recover(self, p: Any, device: str | None) -> None:
+        why = f"worker {p.name} (pid {p.pid}, {'GPU ' + device if device else 'CPU'}) died: {sweep_recovery.describe_exit(p.exitcode)}"
+        requeued = sweep_recovery.recover_trials(self.study, self.client, p.pid, why)
+        self.budget.release(len(requeued))
+        what = f"trial(s) {', '.join(map(str, requeued))} failed and re-queued" if requeued else "no running trial"
+        self.deaths.append(f"{why}; {what}")
+        print(f"cxrlab sweep: {self.deaths[-1]}", file=sys.stderr)
+        if self.budget.left() and len(self.deaths) <= self.max_respawns:
+            self.start(device)
+            print(f"cxrlab sweep: started a replacement worker on {'GPU ' + device if device else 'CPU'}", file=sys.stderr)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: forward it once to every live worker (their trials are re-queued) and wait."""
+        print("cxrlab sweep: stopping workers (their trials are re-queued) ...", file=sys.stderr)
+        for p, _ in self.live.values():
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p, _ in self.live.values():
+            p.join()
+            self.codes.append(p.exitcode)
+        self.live.clear()
+
+
+def _spawn_workers(
+    plan: SweepPlan, devices: list[str | None], limit: int | None, study: optuna.Study, client: MlflowClient, max_retry: int | None
+) -> tuple[list[int], bool, list[str]]:
+    """Run one process per device; returns their exit codes, whether Ctrl-C stopped them and the
+    worker deaths recovered from."""
     ctx = mp.get_context("spawn")
     budget = TrialBudget(ctx.Value("i", 0), limit, parent_pid=os.getpid())
     threads = max(1, len(os.sched_getaffinity(0)) // len(devices))
-    procs = []
-    for i, device in enumerate(devices):
-        with _environ(CUDA_VISIBLE_DEVICES=device or "", OMP_NUM_THREADS=str(threads)):
-            p = ctx.Process(target=_worker_process, args=(plan, i, budget, threads), name=f"sweep-worker-{i}")
-            p.start()
-        procs.append(p)
+    # Replacements are bounded like re-queues, so a worker that dies on every start cannot loop.
+    pool = WorkerPool(plan, budget, study, client, len(devices) * (3 if max_retry is None else max_retry), threads)
+    for device in devices:
+        pool.start(device)
     interrupted = False
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # docker stop = Ctrl-C
     try:
-        for p in procs:
-            p.join()
+        pool.watch()
     except KeyboardInterrupt:
         interrupted = True
-        print("cxrlab sweep: stopping workers (their trials are re-queued) ...", file=sys.stderr)
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
-        for p in procs:
-            p.join()
+        pool.interrupt()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
-    return codes, interrupted or 130 in codes
+    return pool.codes, interrupted or 130 in pool.codes, pool.deaths
 
 
 # --------------------------------------------------------------------------- launch
@@ -340,7 +427,7 @@ def run_sweep(
         )
     if timeout is None and n_trials is None and spec.n_trials is None and spec.sampler != "grid":
         raise ValueError(f"{loaded.where}: set search.n_trials, --n-trials or --timeout to bound the sweep")
-    study = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
+    study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
     limit = trial_budget(study, spec, n_trials)
     outcome = SweepOutcome(name, storage, None, 0)
     if limit == 0:
@@ -354,7 +441,7 @@ def run_sweep(
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, loaded.base.tracking.experiment, uri)
     tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
-    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags)
+    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
     outcome.parent_run_id = parent
     sweep_tracking.log_params(client, parent, _parent_params(loaded, name, storage, overrides))
     search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
@@ -380,7 +467,9 @@ def run_sweep(
                 code = run_worker(plan, 0, TrialBudget(mp.get_context("spawn").Value("i", 0), limit))
             outcome.worker_exit_codes, outcome.interrupted = [code], code == 130
         else:
-            outcome.worker_exit_codes, outcome.interrupted = _spawn_workers(plan, devices, limit)
+            outcome.worker_exit_codes, outcome.interrupted, outcome.dead_workers = _spawn_workers(
+                plan, devices, limit, study, client, spec.max_retry
+            )
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -388,6 +477,13 @@ def run_sweep(
         study.set_user_attr(LAUNCH_ATTR, launch | {"ended": time.time(), "interrupted": outcome.interrupted})
         outcome.new_trials = len(study.trials) - before
         outcome.notes += sweep_tracking.report_study(client, parent, study, spec.objectives)
-        client.set_terminated(parent, "KILLED" if outcome.interrupted else "FINISHED")
+        outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
+        elsewhere = sweep_tracking.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
+        if elsewhere:
+            outcome.notes.append(
+                f"parent run {parent} stays RUNNING: trial(s) {', '.join(map(str, elsewhere))} still run in "
+                "another launch, which closes it when it ends"
+            )
+            print(f"cxrlab sweep: {outcome.notes[-1]}")
     print(format_status(study))
     return outcome

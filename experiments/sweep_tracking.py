@@ -9,6 +9,7 @@ trial) goes into tags, metrics and artifacts.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -29,8 +30,10 @@ from experiments import tracking
 
 PARENT_ATTR = "mlflow_parent_run_id"
 PARENT_URI_ATTR = "mlflow_tracking_uri"
+PARENT_PENDING_ATTR = "mlflow_parent_pending"  # set by the launch that created the study until its parent run exists
 RUN_ATTR = "mlflow_run_id"
 ERROR_ATTR = "error"
+WORKER_ATTR = "worker"  # host:pid of the process running the trial, so its launcher finds it
 # Optuna state -> MLflow run status: a pruned trial stopped on purpose, so it "finished".
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
@@ -52,9 +55,17 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 
 
 def open_parent_run(
-    client: MlflowClient, study: optuna.Study, experiment_id: str, uri: str, name: str, tags: Mapping[str, str]
+    client: MlflowClient, study: optuna.Study, experiment_id: str, uri: str, name: str,
+    tags: Mapping[str, str], created: bool = True, wait: float = 120.0,
 ) -> str:
-    """The study's parent run: reused when the study already has one in this store, else created."""
+    """The study's parent run: reused when the study already has one in this store, else created.
+
+    Launches started together on several nodes share one parent: the launch that created the
+    study creates it, the others wait (up to `wait` s) for it to appear on the study.
+    """
+    deadline = time.time() + (0.0 if created else wait)
+    while time.time() < deadline and study.user_attrs.get(PARENT_PENDING_ATTR) and not study.user_attrs.get(PARENT_ATTR):
+        time.sleep(0.5)
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id and study.user_attrs.get(PARENT_URI_ATTR) == uri:
         try:
@@ -66,14 +77,23 @@ def open_parent_run(
             pass  # deleted or never in this store: start a fresh parent
     run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
     study.set_user_attr(PARENT_ATTR, run_id)
+    study.set_user_attr(PARENT_PENDING_ATTR, False)
     study.set_user_attr(PARENT_URI_ATTR, uri)
     return run_id
+
+
+def worker_label(pid: int) -> str:
+    """How a trial names the worker process running it: host:pid."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def start_trial_run(
     client: MlflowClient, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]
 ) -> str:
-    """A run nested under `parent_id` (a study's parent run, or a trial run for its folds)."""
+    """A run nested under `parent_id` (a study's parent run, or a trial run for its folds); a
+    parent that another node's launch already closed is running again while it has children."""
+    if client.get_run(parent_id).info.status != "RUNNING":
+        client.update_run(parent_id, status="RUNNING")
     tags = {**tags, "mlflow.parentRunId": parent_id}
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
@@ -123,6 +143,29 @@ def stale_run_closer(client: MlflowClient) -> Callable[[optuna.Study, FrozenTria
             finish_trial_run(client, run_id, "FAIL", {}, error, status="KILLED")
 
     return close
+
+
+def close_parent_run(client: MlflowClient, parent_id: str, study: optuna.Study, status: str) -> list[int]:
+    """Close the study's parent run once no child run is open; returns the trial numbers still
+    RUNNING (on other launches), for which the parent stays open: the last launch closes it.
+
+    A child run whose trial has finished but is still open lost its worker before the worker
+    could close it: it is closed as KILLED first.
+    """
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+    still = []
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=10000):
+        number = run.data.tags.get("optuna.trial_number")
+        if number is not None and int(number) in running:
+            still.append(int(number))
+            continue
+        state = study.trials[int(number)].state.name if number is not None else "FAIL"
+        finish_trial_run(client, run.info.run_id, state, {}, "its worker ended without closing the run", status="KILLED")
+    if not still:
+        client.set_terminated(parent_id, status)
+    return sorted(still)
 
 
 # --------------------------------------------------------------------------- study report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tempfile
@@ -12,6 +13,33 @@ import pandas as pd
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
+# MLflow 3.x opens every experiment without this tag in its GenAI view (traces, prompts).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class StoreError(ValueError):
+    """A tracking store that cannot be used as it is (printed as one line by the CLI)."""
+
+
+@functools.cache
+def ready_sqlite_store(db: str) -> None:
+    """Create (or check) the SQLite store `db` under a file lock beside it, once per process.
+
+    MLflow creates its tables and runs its migrations on first use without a lock: two
+    processes starting on a new store at once both migrate and leave it half-built.
+    """
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    with FileLock(f"{db}.lock"):
+        try:
+            MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+        except Exception as err:  # alembic, sqlalchemy and MLflow errors of a broken schema
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise StoreError(
+                f"{db}: the MLflow store is half-created or damaged ({first}); if it holds no runs you "
+                f"need, delete it (rm {db}) and run again, else try: mlflow db upgrade sqlite:///{db}"
+            ) from err
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -23,6 +51,7 @@ def resolve_uri(uri: str | None = None) -> str:
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{db}"
+        ready_sqlite_store(str(db))
     if uri.startswith("file:") or ("://" not in uri and uri != "databricks"):
         raise ValueError(
             f"tracking uri {uri!r}: MLflow 3 no longer accepts file stores; use "
@@ -47,16 +76,24 @@ def checkpoint_root(uri: str) -> Path:
 
 
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
-    """The id of experiment `name`, created (with our artifact root) if missing."""
+    """The id of experiment `name`, created (with our artifact root and tags) if missing; when
+    another process creates it at the same moment, that one is used."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
-    if exp is not None and exp.lifecycle_stage != "deleted":
-        return exp.experiment_id
-    if exp is not None:
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)  # lost the race: the winner's experiment
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
         raise ValueError(
             f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
             "or choose another tracking.experiment"
         )
-    return client.create_experiment(name, artifact_location=artifact_location(uri))
+    return exp.experiment_id
 
 
 def log_inputs_once(client: Any, run_id: str, inputs: list[Any], attempts: int = 3) -> None:

@@ -11,7 +11,6 @@ import copy
 import gc
 import math
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -140,11 +139,12 @@ def _log_summary(
 
 def run_trial(ctx: TrialContext, trial: optuna.Trial) -> float | list[float]:
     """The Optuna objective: one child run (folds nested under it), returns the objective value(s)."""
+    # First, so that a launcher whose worker dies from here on finds the trial to re-queue.
+    trial.set_user_attr(sweep_tracking.WORKER_ATTR, sweep_tracking.worker_label(os.getpid()))
     params = suggest(trial, ctx.spec, ctx.base_flat)
     tags = _trial_tags(ctx, trial.number) | {"optuna.state": "RUNNING"}
     run_id = sweep_tracking.start_trial_run(ctx.client, ctx.experiment_id, ctx.parent_id, f"t{trial.number:03d}", tags)
     trial.set_user_attr(sweep_tracking.RUN_ATTR, run_id)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
         cfg = trial_config(ctx, params, trial.number)
         sweep_tracking.set_tags(ctx.client, run_id, run_tags(cfg, tags))
