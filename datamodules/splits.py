@@ -91,3 +91,29 @@ def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
     counts = labels.value_counts()
     n, k = len(labels), len(classes)
     return [float(n / (k * counts[c])) for c in classes]
+
+
+def official_split(table: pd.DataFrame, fractions: list[float], seed: int, where: str) -> pd.Series:
+    """The dataset's own split (column official_split); without a val part, val is carved
+    from the official train patients with data.split's val share, grouped and stratified."""
+    if "official_split" not in table.columns or not table["official_split"].isin(SPLIT_NAMES).any():
+        raise ValueError(
+            f"{where}: data.official_split is on but this source has no official split (coronahack, "
+            "kermany and covidx have one, a CSV a split column); set data.official_split: false"
+        )
+    split = table["official_split"].where(table["official_split"].isin(SPLIT_NAMES), "train")
+    if not (split == "val").any():
+        train = split == "train"
+        share = fractions[1] / (fractions[0] + fractions[1])
+        split[train] = holdout_split(table[train], [1 - share, share], seed)
+    return split.rename("split")
+
+
+def split_leaks(table: pd.DataFrame, column: str = "split") -> pd.DataFrame:
+    """Patients whose images sit in more than one split: patient_id, splits, images."""
+    g = table.groupby("patient_id")[column]
+    seen = g.agg(lambda s: ",".join(sorted(set(s))))
+    multi = g.nunique() > 1
+    return pd.DataFrame(
+        {"patient_id": seen.index[multi], "splits": seen[multi].to_numpy(), "images": g.size()[multi].to_numpy()}
+    )

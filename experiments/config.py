@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import types
@@ -28,12 +29,12 @@ def _section(cls: type, help: str) -> Any:
 class AugmentConfig:
     """Training-time augmentation (applied to the train split only)."""
 
-    shift: float = _f(0.0, "max translation as a fraction of the image side (0.2 = 20 %)")
-    zoom: float = _f(0.0, "max zoom in/out as a fraction (0.1 = scale in [0.9, 1.1])")
-    rotate: float = _f(0.0, "max rotation in degrees")
-    shear: float = _f(0.0, "max shear in degrees")
-    brightness: float = _f(0.0, "max brightness jitter as a fraction")
-    contrast: float = _f(0.0, "max contrast jitter as a fraction")
+    shift: float = _f(0.0, "max translation as a fraction of the image side (0.2 = 20 %)", ge=0, le=1)
+    zoom: float = _f(0.0, "max zoom in/out as a fraction (0.1 = scale in [0.9, 1.1])", ge=0, lt=1)
+    rotate: float = _f(0.0, "max rotation in degrees", ge=0, le=180)
+    shear: float = _f(0.0, "max shear in degrees", ge=0, lt=90)
+    brightness: float = _f(0.0, "max brightness jitter as a fraction", ge=0, le=1)
+    contrast: float = _f(0.0, "max contrast jitter as a fraction", ge=0, le=1)
     hflip: bool = _f(False, "random horizontal flips (off by default: anatomy is not symmetric)")
     vflip: bool = _f(False, "random vertical flips")
 
@@ -42,22 +43,45 @@ class AugmentConfig:
 class DataConfig:
     """Where the images are and how they are split, balanced, loaded and transformed."""
 
-    source: str = _f("auto", "dataset adapter: auto | phantom | folder | csv")
+    source: str = _f(
+        "auto", "dataset adapter: auto (detected from data.root) or a source that `cxrlab data sources` lists"
+    )
     root: str | None = _f(None, "dataset root: a folder, or a CSV file for source=csv")
+    official_split: bool = _f(
+        False, "use the dataset's own split (coronahack, kermany, covidx, a CSV split column) instead of "
+        "data.split/folds; without an official val, val is carved from train by patient"
+    )
+    strict: bool = _f(
+        False, "stop with an error naming the file instead of skipping it (missing file or mask, CT or "
+        "excluded view, label outside the source's map, image below data.min_image_size, unreadable, duplicate)"
+    )
+    min_image_size: int = _f(64, "skip images whose shorter side has fewer pixels than this", ge=1)
+    allow_outside_root: bool = _f(False, "accept CSV paths and symlinks that resolve outside data.root")
+    views: list[str] = _f(
+        ["PA", "AP", "AP Supine", "AP semi erect", "AP erect"],
+        "views kept where a source records them (cohen); lateral L is left out",
+    )
+    modalities: list[str] = _f(["X-ray"], "modalities kept where a source records them (cohen); CT is left out")
+    combine: dict[str, str] = _f(
+        {}, "source=combine: {source: folder under data.root}; empty = every sub-folder auto detects"
+    )
+    combine_labels: dict[str, list[str]] = _f(
+        {}, "source=combine: keep only these labels of a part, e.g. {cohen: [covid]}"
+    )
     classes: list[str] | None = _f(None, "class names in output order (default: sorted labels found)")
     label_map: dict[str, str] = _f({}, "rename/merge labels first, e.g. {bacteria: pneumonia, virus: pneumonia}")
     other_labels: str = _f("error", "labels not in data.classes: error (default) | drop (select a task)")
-    image_size: int | None = _f(None, "square input side in pixels (default: the backbone's)")
+    image_size: int | None = _f(None, "square input side in pixels (default: the backbone's)", ge=16)
     split: list[float] = _f([0.8, 0.1, 0.1], "holdout fractions train,val,test (ignored with folds)")
-    folds: int | None = _f(None, "k for k-fold cross-validation (patient-grouped, stratified)")
-    fold: int = _f(0, "which fold is the validation fold, 0..folds-1")
+    folds: int | None = _f(None, "k for k-fold cross-validation (patient-grouped, stratified)", ge=2)
+    fold: int = _f(0, "which fold is the validation fold, 0..folds-1", ge=0)
     balance: str = _f(
         "none",
         "none | downsample (whole table, before splitting) | oversample (train split) "
         "| augment_minority (each minority train image once more, augmented)",
     )
     class_weights: bool = _f(False, "weight the loss by inverse train-class frequency")
-    crop_margin: float = _f(0.0, "crop this fraction from every border first (burnt-in text)")
+    crop_margin: float = _f(0.0, "crop this fraction from every border first (burnt-in text)", ge=0, lt=0.5)
     verify_images: bool = _f(True, "decode-check every image at setup; skip and count bad ones")
     dicom_window: str = _f(
         "auto",
@@ -76,8 +100,11 @@ class DataConfig:
         "memory-mapped by every epoch, run and sweep worker"
     )
     augment: AugmentConfig = _section(AugmentConfig, "training augmentation")
-    batch_size: int = _f(32, "images per batch (per device)")
-    num_workers: int = _f(2, "DataLoader worker processes")
+    batch_size: int = _f(32, "images per batch (per device)", ge=1)
+    num_workers: int = _f(2, "DataLoader worker processes", ge=0)
+    start_method: str = _f(
+        "auto", "how loader workers start: auto (the platform's default) | fork | spawn | forkserver"
+    )
     pin_memory: bool = _f(True, "pinned host memory for faster GPU copies (ignored on CPU)")
     persistent_workers: bool = _f(True, "keep loader workers alive between epochs")
 
@@ -89,41 +116,41 @@ class ModelConfig:
     backbone: str = _f("resnet18", "registry name (see `cxrlab models`) or timm:<name>")
     weights: str = _f("none", "imagenet | none | PATH to a state dict or cxrlab checkpoint")
     head: str = _f("gap-linear", "gap-linear | gap-mlp | maxpool-mlp")
-    hidden: int = _f(256, "hidden units of the mlp heads")
-    pool: int = _f(4, "max-pool kernel and stride of the maxpool-mlp head")
-    dropout: float = _f(0.0, "dropout before the last linear layer")
+    hidden: int = _f(256, "hidden units of the mlp heads", ge=1)
+    pool: int = _f(4, "max-pool kernel and stride of the maxpool-mlp head", ge=1)
+    dropout: float = _f(0.0, "dropout before the last linear layer", ge=0, lt=1)
     finetune: str = _f("full", "frozen | last:N (last N backbone blocks) | full | scratch")
-    backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (full / last:N)")
+    backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (full / last:N)", ge=0)
     optimizer: str = _f("adam", "adam | adamw | rmsprop | sgd")
-    lr: float = _f(1e-3, "learning rate of the head")
-    weight_decay: float = _f(0.0, "weight decay")
-    momentum: float = _f(0.9, "momentum (sgd, rmsprop)")
+    lr: float = _f(1e-3, "learning rate of the head", gt=0)
+    weight_decay: float = _f(0.0, "weight decay", ge=0)
+    momentum: float = _f(0.9, "momentum (sgd, rmsprop)", ge=0, lt=1)
     scheduler: str = _f("none", "none | cosine | plateau")
-    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss", ge=0, lt=1)
 
 
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings plus checkpoint / early-stopping policy."""
 
-    max_epochs: int = _f(10, "training epochs")
+    max_epochs: int = _f(10, "training epochs", ge=1)
     accelerator: str = _f("auto", "auto | cpu | gpu | cuda | mps")
     devices: str = _f("auto", "auto, a count (2) or a list of device ids (0,1)", join_list=True)
     strategy: str = _f("auto", "auto | ddp | ddp_spawn | ddp_find_unused_parameters_true | ...")
-    num_nodes: int = _f(1, "nodes for multi-node DDP (torchrun / SLURM set the rest)")
+    num_nodes: int = _f(1, "nodes for multi-node DDP (torchrun / SLURM set the rest)", ge=1)
     precision: str = _f("auto", "auto (bf16-mixed on CUDA, 32 on CPU) | 32-true | 16-mixed | bf16-mixed")
     channels_last: bool = _f(True, "channels_last memory format on CUDA")
-    limit_train_batches: float = _f(1.0, "fraction of train batches per epoch (1.0 = all) or a count (2, 3, ...)")
-    limit_val_batches: float = _f(1.0, "fraction of validation batches (1.0 = all) or a count (2, 3, ...)")
-    limit_test_batches: float = _f(1.0, "fraction of test batches (1.0 = all) or a count (2, 3, ...)")
+    limit_train_batches: float = _f(1.0, "fraction of train batches per epoch (1.0 = all) or a count (2, 3, ...)", gt=0)
+    limit_val_batches: float = _f(1.0, "fraction of validation batches (1.0 = all) or a count (2, 3, ...)", gt=0)
+    limit_test_batches: float = _f(1.0, "fraction of test batches (1.0 = all) or a count (2, 3, ...)", gt=0)
     fast_dev_run: bool = _f(False, "one batch of each loop; disables loggers and checkpoints")
-    log_every_n_steps: int = _f(10, "how often train metrics are logged")
-    accumulate_grad_batches: int = _f(1, "gradient accumulation")
-    gradient_clip_val: float | None = _f(None, "clip gradient norm at this value")
+    log_every_n_steps: int = _f(10, "how often train metrics are logged", ge=1)
+    accumulate_grad_batches: int = _f(1, "gradient accumulation", ge=1)
+    gradient_clip_val: float | None = _f(None, "clip gradient norm at this value", gt=0)
     deterministic: bool = _f(False, "deterministic algorithms (slower)")
     monitor: str = _f("val/macro_f1", "metric that picks the best checkpoint and early-stops")
     mode: str = _f("max", "max | min: direction of the monitor")
-    patience: int | None = _f(None, "early-stopping patience in epochs (none = off)")
+    patience: int | None = _f(None, "early-stopping patience in epochs (none = off)", ge=1)
     enable_progress_bar: bool = _f(True, "show the progress bar")
 
 
@@ -137,17 +164,37 @@ class TrackingConfig:
     experiment: str = _f("cxrlab", "MLflow experiment name")
     run_name: str | None = _f(None, "MLflow run name (default: backbone-head-finetune)")
     log_checkpoint: bool = _f(True, "upload the best checkpoint as an artifact")
+    checkpoint_dir: str | None = _f(
+        None, "folder for checkpoints; a shared one lets --resume run on another node "
+        "(default: beside a SQLite store, else ./mlruns/checkpoints)"
+    )
+    upload_last: bool = _f(
+        True, "with a tracking server (http/https), upload last.ckpt to the run after every epoch, "
+        "so --resume runs:/RUN_ID/checkpoints/last.ckpt works on any node"
+    )
 
 
 @dataclass
 class AOPCConfig:
     """AOPC faithfulness settings."""
 
-    region: int = _f(34, "side of the square perturbation regions, in input pixels")
-    steps: int = _f(10, "perturbation steps L")
+    region: int = _f(34, "side of the square perturbation regions, in input pixels", ge=1)
+    steps: int = _f(10, "perturbation steps L", ge=1)
     perturb: str = _f("noise", "noise | mean | zero")
-    sigma: float = _f(0.1, "std of the Gaussian noise in [0,1] pixel space")
-    random_seeds: int = _f(1, "seeds of the random-order baseline (each costs as much as MoRF)")
+    sigma: float = _f(0.1, "std of the Gaussian noise in [0,1] pixel space", gt=0)
+    random_seeds: int = _f(1, "seeds of the random-order baseline (each costs as much as MoRF)", ge=1)
+
+
+@dataclass
+class AlarmConfig:
+    """Shortcut alarm: which heatmaps count as reading outside the anatomy, and how many make the model suspect."""
+
+    enabled: bool = _f(True, "check for a shortcut (evaluate runs it even without --explain)")
+    min_lung_focus: float = _f(1.0, "flag an image whose lung focus is below this (masks needed; 1 = uniform)", ge=0)
+    max_border_focus: float = _f(1.5, "flag an image whose border focus is above this", gt=0)
+    max_corner_focus: float = _f(3.0, "flag an image whose corner focus is above this", gt=0)
+    max_outside_body_focus: float = _f(1.5, "flag an image whose outside-body focus is above this", gt=0)
+    max_share: float = _f(0.25, "the alarm fires when more than this share of explained images is flagged", ge=0, lt=1)
 
 
 @dataclass
@@ -155,20 +202,23 @@ class ExplainConfig:
     """Epoch-end explanations computed on a fixed probe set of the validation split."""
 
     enabled: bool = _f(True, "run the explanation callback")
-    every_n_epochs: int = _f(1, "explain every N validation epochs (and always at the last)")
-    probe_per_class: int = _f(8, "probe images per class drawn from the validation split")
+    every_n_epochs: int = _f(1, "explain every N validation epochs (and always at the last)", ge=1)
+    probe_per_class: int = _f(8, "probe images per class drawn from the validation split", ge=1)
     methods: list[str] = _f(["gradcam"], "heatmap methods: gradcam | gradcampp | activation")
     target_layer: str | None = _f(None, "module name of the Grad-CAM layer (default: registry's)")
     aopc: AOPCConfig = _section(AOPCConfig, "AOPC settings")
     eigen: bool = _f(True, "eigen-heatmaps (per-class PCA) and average-heatmap figures")
-    display_size: int = _f(224, "side of heatmaps for eigen-heatmaps and figures")
+    display_size: int = _f(224, "side of heatmaps for eigen-heatmaps and figures", ge=8)
+    border_width: float = _f(0.1, "width of the image border (where text and markers sit) as a fraction of the side", gt=0, lt=0.5)
+    corner_size: float = _f(0.15, "side of each corner square as a fraction of the image side", gt=0, le=0.5)
+    alarm: AlarmConfig = _section(AlarmConfig, "shortcut alarm")
 
 
 @dataclass
 class Config:
     """One experiment."""
 
-    seed: int = _f(0, "seed for splits, sampling and weight init")
+    seed: int = _f(0, "seed for splits, sampling and weight init", ge=0)
     data: DataConfig = _section(DataConfig, "dataset and loading")
     model: ModelConfig = _section(ModelConfig, "model and optimiser")
     trainer: TrainerConfig = _section(TrainerConfig, "trainer")
@@ -325,17 +375,65 @@ def _build(cls: type, raw: dict[str, Any], where: str, prefix: str = "") -> Any:
 
 # --------------------------------------------------------------------------- semantic checks
 
+class _SourceNames(collections.abc.Sequence):
+    """auto + every registered dataset adapter, read from the source registry when first needed.
+
+    The registry (datamodules.sources) is the one definition of the names; it is imported only
+    when a value is checked, so importing the config (and building the CLI) stays light.
+    """
+
+    def _names(self) -> tuple[str, ...]:
+        from datamodules.sources import source_names
+
+        return ("auto", *source_names())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 CHOICES = {
-    "data.source": ("auto", "phantom", "folder", "csv"),
+    "data.source": _SourceNames(),
     "data.balance": ("none", "downsample", "oversample", "augment_minority"),
     "data.other_labels": ("error", "drop"),
     "data.dicom_window": ("auto", "voi", "percentile"),
+    "data.start_method": ("auto", "fork", "spawn", "forkserver"),
     "model.head": ("gap-linear", "gap-mlp", "maxpool-mlp"),
     "model.optimizer": ("adam", "adamw", "rmsprop", "sgd"),
     "model.scheduler": ("none", "cosine", "plateau"),
     "trainer.mode": ("max", "min"),
     "explain.aopc.perturb": ("noise", "mean", "zero"),
 }
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def bounds(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, dict[str, float]]]:
+    """Yield (dotted key, {ge/gt/le/lt: bound}) for every numeric option that declares a range."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            yield from bounds(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        rng = {k: f.metadata[k] for k in _BOUNDS if k in f.metadata}
+        if rng:
+            yield f"{prefix}{f.name}", rng
+
+
+def range_text(rng: dict[str, float]) -> str:
+    """'>= 0 and < 1' for {ge: 0, lt: 1}."""
+    return " and ".join(f"{_BOUNDS[k][0]} {v:g}" for k, v in rng.items())
+
+
+def _check_ranges(cfg: Config, where: str) -> None:
+    for key, rng in bounds():
+        value = _get(cfg, key)
+        if value is not None and not all(_BOUNDS[k][1](value, b) for k, b in rng.items()):
+            raise ConfigError(f"{where}: {key}={value} is out of range; it must be {range_text(rng)}")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -346,6 +444,7 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 def validate(cfg: Config, where: str = "config") -> Config:
     """Check values that types alone cannot (choices, ranges, combinations)."""
+    _check_ranges(cfg, where)
     for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
@@ -371,17 +470,8 @@ def validate(cfg: Config, where: str = "config") -> Config:
                 f"{where}: data.split={split} must be 2 or 3 non-negative fractions summing to 1 "
                 "(e.g. [0.8, 0.1, 0.1])"
             )
-    else:
-        if cfg.data.folds < 2:
-            raise ConfigError(f"{where}: data.folds={cfg.data.folds} must be >= 2 (or null)")
-        if not 0 <= cfg.data.fold < cfg.data.folds:
-            raise ConfigError(f"{where}: data.fold={cfg.data.fold} must be in 0..{cfg.data.folds - 1}")
-    if not 0 <= cfg.data.crop_margin < 0.5:
-        raise ConfigError(f"{where}: data.crop_margin={cfg.data.crop_margin} must be in [0, 0.5)")
-    if cfg.data.batch_size < 1:
-        raise ConfigError(f"{where}: data.batch_size must be >= 1")
-    if cfg.data.image_size is not None and cfg.data.image_size < 16:
-        raise ConfigError(f"{where}: data.image_size={cfg.data.image_size} is too small (>= 16)")
+    elif cfg.data.fold >= cfg.data.folds:
+        raise ConfigError(f"{where}: data.fold={cfg.data.fold} must be in 0..{cfg.data.folds - 1}")
     for m in cfg.explain.methods:
         if m not in ("gradcam", "gradcampp", "activation"):
             raise ConfigError(
@@ -397,6 +487,10 @@ def validate(cfg: Config, where: str = "config") -> Config:
         raise ConfigError(f"{where}: data.classes has duplicates: {cfg.data.classes}")
     if cfg.data.other_labels == "drop" and cfg.data.classes is None:
         raise ConfigError(f"{where}: data.other_labels=drop needs data.classes (the labels to keep)")
+    if cfg.data.official_split and cfg.data.folds is not None:
+        raise ConfigError(
+            f"{where}: data.official_split and data.folds={cfg.data.folds} exclude each other; drop one"
+        )
     return cfg
 
 
@@ -413,6 +507,14 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """' at line 3, column 7 (mapping values are not allowed here)' from a YAML error, on one line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None)
+    return f"{where} ({problem})" if problem else where
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, naming the file on any problem."""
     path = Path(path)
@@ -421,7 +523,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)}; fix the syntax there") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...)")
     return raw

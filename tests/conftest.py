@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +17,15 @@ from PIL import Image
 from datamodules.images import read_image
 from datamodules.transforms import eval_transform
 from experiments.config import load_config, to_dict
+from servers import mlflow_server, postgres  # noqa: F401 (fixtures: throwaway PostgreSQL / MLflow server)
 
 # Test tensors are tiny, so a second intra-op thread buys nothing; on a busy 2-core runner
 # OpenMP spin-waiting made small convolutions 10-50x slower with two threads than with one.
 torch.set_num_threads(1)
+
+# Learning tests train with this seed; run them with CXRLAB_LEARNING_SEED=1..4 as well to check
+# that their margins hold across seeds (and so across CPUs whose float kernels differ).
+LEARNING_SEED = int(os.environ.get("CXRLAB_LEARNING_SEED", "0"))
 
 CLASSES = ("covid", "normal", "pneumonia")
 # Each class owns a corner and a square side, so a CNN can tell them apart by position or by
@@ -147,7 +153,8 @@ def make_config() -> Callable[..., dict[str, Any]]:
     """A factory: dotted overrides -> the validated config as the dict CXRClassifier takes."""
 
     def make(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        base = {"data.image_size": 64, "model.weights": "none"}
+        # The fixture trees' images are 32 px, below the data.min_image_size default.
+        base = {"data.image_size": 64, "data.min_image_size": 16, "model.weights": "none"}
         return to_dict(load_config(overrides=base | (overrides or {})))
 
     return make

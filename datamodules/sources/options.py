@@ -6,20 +6,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from experiments.config import DataConfig
+
+_DEFAULTS = DataConfig()
+
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Reading options; `from_data` takes them from the resolved data config.
+    """Reading options: the data config's values (`from_data`), its defaults otherwise."""
 
-    The defaults here only serve direct calls (tests, notebooks); a config-driven run always
-    passes the config's values, and a test keeps both sets equal.
-    """
-
-    strict: bool = False
-    allow_outside_root: bool = False
-    min_image_size: int = 64
-    views: tuple[str, ...] = ("PA", "AP", "AP Supine", "AP semi erect", "AP erect")
-    modalities: tuple[str, ...] = ("X-ray",)
+    strict: bool = _DEFAULTS.strict
+    allow_outside_root: bool = _DEFAULTS.allow_outside_root
+    views: tuple[str, ...] = tuple(_DEFAULTS.views)
+    modalities: tuple[str, ...] = tuple(_DEFAULTS.modalities)
     combine: Mapping[str, str] = field(default_factory=dict)
     combine_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
