@@ -13,7 +13,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.images import read_image
+from datamodules.decode_cache import DecodeCache
+from datamodules.images import Decoding, read_image
 from datamodules.sources import check_files, load_table, resolve_classes, select_labels
 from datamodules.splits import (
     class_weights,
@@ -29,27 +30,41 @@ class CXRDataset(Dataset):
     """Images of a sample table as ([1, S, S] float tensor in [0, 1], class index) pairs.
 
     Labels outside `classes` get index -1 (evaluate reports unseen classes; training never sees them).
+    With a decode cache, images come from it already cropped and resized (8-bit), so `transform`
+    must not crop again; its resize to the same size is a no-op.
     """
 
-    def __init__(self, table: pd.DataFrame, classes: list[str], transform: Any) -> None:
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        classes: list[str],
+        transform: Any,
+        decoding: Decoding = Decoding(),
+        cache: DecodeCache | None = None,
+    ) -> None:
         self.paths = table["path"].tolist()
         index = {c: i for i, c in enumerate(classes)}
         self.targets = np.array([index.get(label, -1) for label in table["label"]], dtype=np.int64)
         self.transform = transform
+        self.decoding, self.cache = decoding, cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(read_image(self.paths[i]))[None]
+        if self.cache is not None:
+            x = torch.from_numpy(self.cache.get(self.paths[i])).float().div_(255)[None]
+        else:
+            x = torch.from_numpy(read_image(self.paths[i], self.decoding))[None]
         return self.transform(x), int(self.targets[i])
 
 
-def verify_images(paths: list[str], workers: int = 4) -> pd.DataFrame:
-    """Decode every image once; return the unreadable ones as a (path, error) table."""
+def verify_images(paths: list[str], decoding: Decoding = Decoding(), workers: int = 4) -> pd.DataFrame:
+    """Decode every image once; return the unreadable ones (and those over the pixel limit, refused
+    from their header before any thread decodes them) as a (path, error) table."""
     def check(p: str) -> str | None:
         try:
-            read_image(p)
+            read_image(p, decoding)
         except (ValueError, FileNotFoundError) as e:
             return str(e)
         return None
@@ -73,6 +88,10 @@ class CXRDataModule(L.LightningDataModule):
         self.class_weights: list[float] | None = None
         self.skipped = pd.DataFrame(columns=["path", "error"])
         self.datasets: dict[str, Dataset] = {}
+        self.decoding = Decoding.from_data(data)
+        self.cache = (
+            DecodeCache(data["cache"], image_size, data["crop_margin"], self.decoding) if data.get("cache") else None
+        )
 
     @property
     def where(self) -> str:
@@ -87,8 +106,8 @@ class CXRDataModule(L.LightningDataModule):
         table = select_labels(table, cfg["label_map"], cfg.get("classes"), cfg["other_labels"])
         check_files(table, where)
         self.classes = resolve_classes(table, cfg.get("classes"), where)
-        if cfg.get("verify_images", True):
-            self.skipped = verify_images(table["path"].tolist())
+        if cfg.get("verify_images", True) or self.cache is not None:
+            self.skipped = self._check_images(table["path"].tolist())
             if len(self.skipped):
                 warnings.warn(
                     f"{where}: skipped {len(self.skipped)} unreadable image(s), e.g. "
@@ -111,6 +130,13 @@ class CXRDataModule(L.LightningDataModule):
         self.table = table
         return table
 
+    def _check_images(self, paths: list[str]) -> pd.DataFrame:
+        """Unreadable images as (path, error); with a cache, building it is the check (images
+        cached earlier decoded then, unchanged files need no second look)."""
+        if self.cache is not None:
+            return self.cache.build(paths)
+        return verify_images(paths, self.decoding)
+
     def _check_splits(self, table: pd.DataFrame) -> None:
         """Every class must reach train and val; a split that exists must not miss a class."""
         for split in ("train", "val", "test"):
@@ -132,16 +158,22 @@ class CXRDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_table()
-        size, margin = self.image_size, self.cfg["crop_margin"]
+        size, margin, cache = self.image_size, self.cfg["crop_margin"], self.cache
+        if cache is not None:
+            margin = 0.0  # the cache stores images already cropped and resized
         evaluate = eval_transform(size, margin)
-        train = CXRDataset(self.split_table("train"), self.classes, train_transform(size, margin, self.cfg["augment"]))
+
+        def dataset(split: str, transform: Any) -> CXRDataset:
+            return CXRDataset(self.split_table(split), self.classes, transform, self.decoding, cache)
+
+        train = dataset("train", train_transform(size, margin, self.cfg["augment"]))
         if self.cfg["balance"] in ("oversample", "augment_minority"):
             labels = self.split_table("train")["label"].reset_index(drop=True)
             train = Subset(train, oversample_index(labels, self.cfg["balance"], self.seed).tolist())
         self.datasets = {
             "train": train,
-            "val": CXRDataset(self.split_table("val"), self.classes, evaluate),
-            "test": CXRDataset(self.split_table("test"), self.classes, evaluate),
+            "val": dataset("val", evaluate),
+            "test": dataset("test", evaluate),
         }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

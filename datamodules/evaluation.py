@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from datamodules.datamodule import CXRDataModule, verify_images
+from datamodules.images import Decoding
 from datamodules.sources import check_files, load_table, select_labels
 
 UNSEEN = "unseen"  # the split name of rows whose label is not a model class
@@ -74,7 +75,7 @@ def _unseen_rows(
     check_files(rows, where)
     skipped = pd.DataFrame(columns=["path", "error"])
     if data.get("verify_images", True) and len(rows):
-        skipped = verify_images(rows["path"].tolist())
+        skipped = verify_images(rows["path"].tolist(), Decoding.from_data(data))
         if len(skipped):
             warnings.warn(
                 f"{where}: skipped {len(skipped)} unreadable image(s) of unseen labels, e.g. "

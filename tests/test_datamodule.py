@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from samples import write_bomb_png
 
 from datamodules.datamodule import CXRDataModule
 from datamodules.images import read_image
@@ -200,3 +201,18 @@ def test_split_missing_a_class_errors(make_dm: Callable, folder_tree: Path, tmp_
         (root / "covid" / f"covid_{i:03d}.png").unlink()  # one covid patient cannot fill 3 splits
     with pytest.raises(ValueError, match=r"split has no images of \['covid'\]"):
         make_dm(root).prepare_table()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_decompression_bomb_skipped_unread(
+    make_dm: Callable, folder_tree: Path, tmp_path: Path, tiny: Any, cached: bool
+) -> None:
+    root = shutil.copytree(folder_tree, tmp_path / "tree")
+    write_bomb_png(root / "covid" / "bomb.png")  # 169 MP in 20 KB, among the 4 verification threads
+    dm = make_dm(root, cache=str(tmp_path / "cache") if cached else None)
+    with pytest.warns(UserWarning, match=r"skipped 1 .*bomb.png: 169000000 pixels exceeds data.max_pixels"):
+        dm.setup()
+    assert [Path(p).name for p in dm.skipped["path"]] == ["bomb.png"]
+    assert len(dm.table) == len(tiny.classes) * tiny.per_class
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 32, 32)
