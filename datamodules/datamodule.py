@@ -14,7 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.decode_cache import DecodeCache
-from datamodules.images import Decoding, read_image
+from datamodules.images import DEFAULT_DECODING, Decoding, read_image
 from datamodules.sources import check_files, load_table, resolve_classes, select_labels
 from datamodules.splits import (
     class_weights,
@@ -39,7 +39,7 @@ class CXRDataset(Dataset):
         table: pd.DataFrame,
         classes: list[str],
         transform: Any,
-        decoding: Decoding = Decoding(),
+        decoding: Decoding = DEFAULT_DECODING,
         cache: DecodeCache | None = None,
     ) -> None:
         self.paths = table["path"].tolist()
@@ -59,7 +59,7 @@ class CXRDataset(Dataset):
         return self.transform(x), int(self.targets[i])
 
 
-def verify_images(paths: list[str], decoding: Decoding = Decoding(), workers: int = 4) -> pd.DataFrame:
+def verify_images(paths: list[str], decoding: Decoding = DEFAULT_DECODING, workers: int = 4) -> pd.DataFrame:
     """Decode every image once; return the unreadable ones (and those over the pixel limit, refused
     from their header before any thread decodes them) as a (path, error) table."""
     def check(p: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,12 @@ class Decoding:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Decoding:
-        """The decoding settings of a (flattened-to-dict) data config section."""
-        return cls(data["dicom_window"], tuple(data["dicom_percentiles"]), data["max_pixels"])
+        """The decoding settings of a data config section as a dict (keys it lacks, e.g. in an
+        older checkpoint's config, keep their defaults)."""
+        given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "dicom_percentiles" in given:
+            given["dicom_percentiles"] = tuple(given["dicom_percentiles"])
+        return cls(**given)
 
     def check_size(self, path: Path, shape: tuple[int, ...]) -> None:
         """Refuse, before any pixel is decoded, an image larger than max_pixels."""
@@ -56,6 +60,9 @@ class Decoding:
             f"{path}: {size} exceeds data.max_pixels={self.max_pixels} (a decompression bomb?); "
             "skipped unread, raise data.max_pixels to read it"
         )
+
+
+DEFAULT_DECODING = Decoding()  # the data config's defaults, for callers without a config
 
 
 def percentile_window(arr: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -167,7 +174,7 @@ def _read_pil(path: Path, decoding: Decoding) -> np.ndarray:
         return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path, decoding: Decoding = Decoding()) -> np.ndarray:
+def read_image(path: str | Path, decoding: Decoding = DEFAULT_DECODING) -> np.ndarray:
     """A grayscale float32 [H, W] array in [0, 1]; raises ValueError naming a bad file."""
     path = Path(path)
     try:
@@ -186,6 +193,6 @@ def read_image(path: str | Path, decoding: Decoding = Decoding()) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def read_mask(path: str | Path, decoding: Decoding = Decoding()) -> np.ndarray:
+def read_mask(path: str | Path, decoding: Decoding = DEFAULT_DECODING) -> np.ndarray:
     """A binary mask PNG as a bool [H, W] array (nonzero = inside)."""
     return read_image(path, decoding) > 0.5
