@@ -15,13 +15,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.decode_cache import DecodeCache
 from datamodules.images import DEFAULT_DECODING, Decoding, read_image
-from datamodules.sources import check_files, load_table, resolve_classes, select_labels
+from datamodules.image_header import small_images
+from datamodules.sources import load_source, resolve_classes, select_labels
+from datamodules.sources.screen import strict_error
+from datamodules.sources.table import SKIPPED_COLUMNS
 from datamodules.splits import (
     class_weights,
     downsample,
     holdout_split,
     kfold_split,
+    official_split,
     oversample_index,
+    split_leaks,
 )
 from datamodules.transforms import eval_transform, train_transform
 
@@ -75,6 +80,19 @@ def verify_images(paths: list[str], decoding: Decoding = DEFAULT_DECODING, worke
     return pd.DataFrame(bad, columns=["path", "error"])
 
 
+def _warn_leaks(table: pd.DataFrame, where: str) -> None:
+    """The official split of some datasets (Kermany) puts one patient in train and test."""
+    leaks = split_leaks(table)
+    if len(leaks):
+        first = leaks.iloc[0]
+        warnings.warn(
+            f"{where}: the official split puts {len(leaks)} patient(s) in more than one split "
+            f"({int(leaks['images'].sum())} images; e.g. {first['patient_id']} in {first['splits']}): "
+            "their images leak between splits; data.official_split: false gives patient-grouped splits",
+            stacklevel=3,
+        )
+
+
 class CXRDataModule(L.LightningDataModule):
     """Builds the sample table once, then serves train/val/test loaders."""
 
@@ -102,25 +120,33 @@ class CXRDataModule(L.LightningDataModule):
         if self.table is not None:
             return self.table
         cfg, where = self.cfg, self.where
-        table = load_table(cfg["source"], cfg["root"])
-        table = select_labels(table, cfg["label_map"], cfg.get("classes"), cfg["other_labels"])
-        check_files(table, where)
+        loaded = load_source(cfg)
+        table = select_labels(loaded.table, cfg["label_map"], cfg.get("classes"), cfg["other_labels"])
         self.classes = resolve_classes(table, cfg.get("classes"), where)
+        self.skipped = loaded.skipped
         if cfg.get("verify_images", True) or self.cache is not None:
-            self.skipped = self._check_images(table["path"].tolist())
-            if len(self.skipped):
+            small = pd.DataFrame(small_images(table["path"].tolist(), cfg["min_image_size"]), columns=SKIPPED_COLUMNS)
+            rest = table.loc[~table["path"].isin(small["path"]), "path"].tolist()
+            bad = pd.concat([small, self._check_images(rest)], ignore_index=True)
+            if len(bad) and cfg["strict"]:
+                raise strict_error(bad["error"].iloc[0])
+            if len(bad):
                 warnings.warn(
-                    f"{where}: skipped {len(self.skipped)} unreadable image(s), e.g. "
-                    f"{self.skipped['error'].iloc[0]} (all listed in the run's skipped_images.csv)",
+                    f"{where}: skipped {len(bad)} unreadable or too small image(s), e.g. "
+                    f"{bad['error'].iloc[0]} (all listed in the run's skipped_images.csv)",
                     stacklevel=2,
                 )
-                table = table[~table["path"].isin(self.skipped["path"])]
+                table = table[~table["path"].isin(bad["path"])]
                 resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
+            self.skipped = pd.concat([self.skipped, bad], ignore_index=True)
         if cfg["balance"] == "downsample":
             table = downsample(table, self.seed)
         table = table.reset_index(drop=True)
         if "split" not in table.columns:
-            if cfg.get("folds"):
+            if cfg["official_split"]:
+                table["split"] = official_split(table, cfg["split"], self.seed, where)
+                _warn_leaks(table, where)
+            elif cfg.get("folds"):
                 table["split"] = kfold_split(table, cfg["folds"], cfg["fold"], self.seed)
             else:
                 table["split"] = holdout_split(table, cfg["split"], self.seed)
@@ -195,6 +221,7 @@ class CXRDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.cfg["pin_memory"] and torch.cuda.is_available(),
             persistent_workers=self.cfg["persistent_workers"] and workers > 0,
+            multiprocessing_context=None if workers == 0 or self.cfg["start_method"] == "auto" else self.cfg["start_method"],
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from datamodules.datamodule import CXRDataModule, verify_images
 from datamodules.images import Decoding
-from datamodules.sources import check_files, load_table, select_labels
+from datamodules.sources import check_files, load_source, select_labels
 
 UNSEEN = "unseen"  # the split name of rows whose label is not a model class
 
@@ -44,7 +44,7 @@ def evaluation_data(
             f"{list(classes)}; drop --data.classes, or map labels with --data.label_map"
         )
     table = select_labels(
-        load_table(data["source"], data["root"]), data["label_map"], None, "error"
+        load_source(data).table, data["label_map"], None, "error"
     )
     known = table["label"].isin(classes)
     if not known.any():

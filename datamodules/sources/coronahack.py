@@ -45,7 +45,6 @@ def coronahack_label(label: str, kind: str, detail: str) -> str | None:
     folder=f"the folder holding {METADATA} and {IMAGES}/",
     detect=lambda root: (root / METADATA).is_file(),
     official_split=True,
-    classes=("normal", "bacteria", "virus", "covid"),
 )
 def load_coronahack(root: Path, options: SourceOptions) -> pd.DataFrame:
     """One row per metadata row; the file is looked up in the TRAIN/TEST folder it names."""

@@ -99,7 +99,6 @@ def _is_covid_radiography(root: Path) -> bool:
     summary="COVID-19 Radiography Database, current and older release (covid, lung_opacity, normal, virus)",
     folder="COVID-19_Radiography_Dataset/ (older release: the folder holding COVID-19/, NORMAL/)",
     detect=_is_covid_radiography,
-    classes=("covid", "lung_opacity", "normal", "virus"),
 )
 def load_covid_radiography(root: Path, options: SourceOptions) -> pd.DataFrame:
     """One row per image (its own patient: the set has no patient ids), lung mask when present."""

@@ -67,7 +67,6 @@ def is_image(path: Path) -> bool:
     folder="chest_xray/ as unzipped (holds train/, test/, optional val/)",
     detect=lambda root: dataset_dir(root) is not None,
     official_split=True,
-    classes=("normal", "bacteria", "virus"),
 )
 def load_kermany(root: Path, options: SourceOptions) -> pd.DataFrame:
     """One row per image; official_split from the folder it sits in."""

@@ -31,7 +31,6 @@ class Source:
     summary: str
     folder: str  # what data.root points at, as the dataset is downloaded
     official_split: bool = False  # the table carries the dataset's own split (official_split)
-    classes: tuple[str, ...] | None = None  # the labels it yields by default, in output order
 
 
 _REGISTRY: dict[str, Source] = {}
@@ -44,14 +43,13 @@ def register(
     folder: str,
     detect: Detector | None = None,
     official_split: bool = False,
-    classes: tuple[str, ...] | None = None,
 ) -> Callable[[Loader], Loader]:
     """Decorator: add a loader to the registry under `name`."""
 
     def add(load: Loader) -> Loader:
         if name in _REGISTRY or name == "auto":
             raise RuntimeError(f"data source {name!r} is registered twice")
-        _REGISTRY[name] = Source(name, load, detect, summary, folder, official_split, classes)
+        _REGISTRY[name] = Source(name, load, detect, summary, folder, official_split)
         return load
 
     return add
