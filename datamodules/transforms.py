@@ -18,17 +18,32 @@ def crop_margin(x: torch.Tensor, frac: float) -> torch.Tensor:
     return x[..., dh : h - dh, dw : w - dw]
 
 
-def eval_transform(size: int, margin: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
+class CropMargin(torch.nn.Module):
+    """crop_margin as a transform step (a module-level class, so loader workers can unpickle it)."""
+
+    def __init__(self, frac: float) -> None:
+        super().__init__()
+        self.frac = frac
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return crop_margin(x, self.frac)
+
+
+class Clamp01(torch.nn.Module):
+    """Clamp to [0, 1]: resampling and jitter overshoot slightly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0.0, 1.0)
+
+
+# Transforms are v2.Compose pipelines of module-level classes, never closures: DataLoader workers
+# receive them pickled under spawn and forkserver (Python 3.14's default on Linux).
+def eval_transform(size: int, margin: float = 0.0) -> v2.Compose:
     """Deterministic preprocessing shared by validation, test, evaluate, explain and predict."""
-    resize = v2.Resize((size, size), antialias=True)
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        return resize(crop_margin(x, margin)).clamp_(0.0, 1.0)
-
-    return apply
+    return v2.Compose([CropMargin(margin), v2.Resize((size, size), antialias=True), Clamp01()])
 
 
-def train_transform(size: int, margin: float, augment: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+def train_transform(size: int, margin: float, augment: dict[str, Any]) -> v2.Compose:
     """eval_transform followed by the configured random augmentation."""
     steps: list[Callable] = []
     a = augment
@@ -48,11 +63,6 @@ def train_transform(size: int, margin: float, augment: dict[str, Any]) -> Callab
         steps.append(v2.RandomHorizontalFlip())
     if a["vflip"]:
         steps.append(v2.RandomVerticalFlip())
-    base = eval_transform(size, margin)
-    aug = v2.Compose(steps) if steps else None
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        x = base(x)
-        return aug(x).clamp_(0.0, 1.0) if aug is not None else x
-
-    return apply
+    if not steps:
+        return eval_transform(size, margin)
+    return v2.Compose([eval_transform(size, margin), *steps, Clamp01()])

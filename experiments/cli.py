@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, iter_fields, type_name
+from experiments.config import ConfigError, bounds, iter_fields, range_text, type_name
 
 DESCRIPTION = """\
 cxrlab: train, sweep, explain and evaluate chest X-ray classifiers, tracked in MLflow.
@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
     """One `--section.key VALUE` flag per config option (of `sections`, default all), with its help."""
     groups: dict[str, argparse._ArgumentGroup] = {}
+    ranges = dict(bounds())
     for key, tp, default, help_text in iter_fields():
         section = key.split(".")[0] if "." in key else "general"
         if sections is not None and section not in sections:
@@ -44,6 +45,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} options (config key {section}.*)")
         shown = "null" if default is None else default
+        if key in ranges:
+            shown = f"{shown}; {range_text(ranges[key])}"
         groups[section].add_argument(
             f"--{key}",
             dest=f"cfg:{key}",
@@ -73,6 +76,7 @@ def config_path(value: str | None) -> Path | None:
 
 def cmd_train(ns: argparse.Namespace) -> int:
     """cxrlab train."""
+    from experiments.checks import check_config
     from experiments.config import from_dict, load_config, set_dotted, to_yaml
     from experiments.train import resolve, resume_config, train
 
@@ -81,17 +85,25 @@ def cmd_train(ns: argparse.Namespace) -> int:
         overrides["tracking.uri"] = ns.tracking_uri
     run_id = None
     if ns.resume:
+        from experiments import tracking
         from lightning_modules.checkpoint import read_checkpoint
 
+        # runs:/RUN_ID/checkpoints/last.ckpt: the resume checkpoint a run uploaded to its server.
+        uri = overrides.get("tracking.uri")
+        ns.resume = str(tracking.local_checkpoint(ns.resume, uri, overrides.get("tracking.checkpoint_dir")))
         ckpt = read_checkpoint(ns.resume)
         raw, run_id = resume_config(ckpt)
         if ns.config:
             raise ConfigError("--resume takes its config from the checkpoint; drop --config (overrides still apply)")
         for k, v in overrides.items():
             set_dotted(raw, k, v)
-        cfg = from_dict(raw, f"{ns.resume} (config stored in the checkpoint)")
+        where = f"{ns.resume} (config stored in the checkpoint)"
+        cfg = from_dict(raw, where)
     else:
-        cfg = load_config(config_path(ns.config), overrides)
+        path = config_path(ns.config)
+        where = str(path) if path else "config"
+        cfg = load_config(path, overrides)
+    check_config(cfg, where)
     if ns.print_config:
         print(to_yaml(resolve(cfg)), end="")
         return 0
@@ -186,13 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", help="YAML config file, or the name of a shipped one (see experiments/configs/)")
-    p.add_argument("--resume", metavar="CKPT", help="continue a crashed/stopped run from its checkpoint (last.ckpt), in the same MLflow run")
+    p.add_argument("--resume", metavar="CKPT", help="continue a crashed/stopped run from its checkpoint (last.ckpt, or runs:/RUN_ID/checkpoints/last.ckpt on a tracking server), in the same MLflow run")
     p.add_argument("--print_config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--tracking_uri", help="MLflow tracking URI (same as --tracking.uri)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    data = sub.add_parser("data", help="dataset tools (phantom generator)")
+    data = sub.add_parser("data", help="dataset tools (phantom generator, inspect, sources)")
     data.set_defaults(func=lambda _: data.print_help() or 2)
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     ph = dsub.add_parser(
@@ -210,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--workers", type=int, default=1, help="worker processes [default: 1]")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")
     ph.set_defaults(func=cmd_phantom)
+    importlib.import_module("experiments.inspect_cli").add_parser(dsub)  # data inspect, data sources
 
     m = sub.add_parser("models", help="list the backbone registry")
     m.add_argument("--detail", action="store_true", help="build each backbone to show channels, blocks and Grad-CAM layer (slower)")
@@ -238,6 +251,23 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
                 _no_abbreviations(child)
 
 
+def _unknown_flag(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
+    """Exit with one line naming the first unknown argument and the closest valid flag."""
+    import difflib
+
+    command = parser
+    for token in argv:  # descend into the (sub)command the user named
+        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or token not in sub.choices:
+            continue
+        command = sub.choices[token]
+    bad = unknown[0].split("=", 1)[0]
+    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(bad, flags, n=1, cutoff=0.7)
+    hint = f"; did you mean {close[0]}?" if close else f"; see {command.prog} --help"
+    command.exit(2, f"{command.prog}: error: unrecognized argument {bad}{hint}\n")
+
+
 def _one_line(e: BaseException) -> str:
     """The user-facing message; errors re-raised from DataLoader workers carry a traceback."""
     msg = str(e)
@@ -249,7 +279,10 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cxrlab` console script."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_flag(parser, argv, unknown)
     func: Callable[[argparse.Namespace], int] | None = getattr(ns, "func", None)
     if func is None:
         parser.print_help()

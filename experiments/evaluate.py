@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from callbacks.shortcut import TAG as SHORTCUT_TAG
 from datamodules.evaluation import UNSEEN, evaluation_data
 from experiments import tracking
 from experiments.clinical import per_class_table
@@ -91,8 +93,9 @@ def evaluate(
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     cutoffs = parse_cutoffs(cutoffs)
-    uri = tracking.resolve_uri(tracking_uri)
+    checkpoint = tracking.local_checkpoint(checkpoint, tracking_uri)  # runs:/RUN_ID: from the store
     model = load_classifier(checkpoint)
+    uri = tracking.resolve_uri(tracking_uri)
     classes = model.classes
     cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
     positive = positive_class(classes, positive)
@@ -110,12 +113,7 @@ def evaluate(
     preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)
     results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
-    extra: list[Section] = []
-    if explain:
-        from experiments.evaluate_explain import explain_report
-
-        extra, explain_metrics = explain_report(model, preds, data.table, split, positive, cfg, out)
-        results["metrics"] |= explain_metrics
+    first, extra = explain_sections(model, preds, data.table, split, positive, cfg, out, explain, results)
     train_run_id = model.run_info.get("run_id")
     results = {
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -127,12 +125,37 @@ def evaluate(
     if len(data.skipped):
         data.skipped.to_csv(out / "skipped_images.csv", index=False)
     title = f"cxrlab evaluation: {Path(checkpoint).name} on {Path(data.where).name} ({split})"
-    report = [overview(results, cfg, preds, data.skipped), *sections, *extra]
+    report = [*first, overview(results, cfg, preds, data.skipped), *sections, *extra]
     (out / "report.html").write_text(render_html(title, report))
     (out / "report.md").write_text(render_markdown(title, report))
     write_json(out / "metrics.json", results)
     results["run_id"], results["experiment_id"] = log_evaluation(out, results, cfg, uri)
     return results
+
+
+def explain_sections(
+    model: Any, preds: Predictions, table: pd.DataFrame, split: str, positive: str | None,
+    cfg: dict[str, Any], out: Path, explain: bool, results: dict[str, Any],
+) -> tuple[list[Section], list[Section]]:
+    """The shortcut check that opens the report (unless explain.alarm.enabled is false) and, with
+    --explain, the explanation section; adds their metrics and the verdict to `results`."""
+    if not (explain or cfg["explain"]["alarm"]["enabled"]):
+        return [], []
+    from callbacks.explain_set import explanation_metrics
+    from experiments.evaluate_explain import explain_report, explain_split, shortcut_report
+
+    es = explain_split(model, table, split, cfg, focus_only=not explain)
+    metrics = explanation_metrics(es)
+    results["metrics"] |= {f"{split}/{k}": v for k, v in metrics.items() if math.isfinite(v)}
+    first = []
+    if es.verdict is not None:
+        first = [shortcut_report(es, split, cfg, out)]
+        results["shortcut"] = {
+            "alarm": es.verdict.alarm, "share": es.verdict.share, "n_flagged": es.verdict.n_flagged,
+            "n_judged": es.verdict.n_judged, "verdict": es.verdict.sentence(),
+        }
+    extra = explain_report(model, preds, es, split, positive, cfg, out, metrics) if explain else []
+    return first, extra
 
 
 def overview(
@@ -164,8 +187,10 @@ def log_evaluation(
 ) -> tuple[str, str]:
     """One MLflow run with every output file, in the training run's experiment when known."""
     m = cfg["model"]
+    shortcut = results.get("shortcut")
     tags = {
         "cxrlab.kind": "evaluate",
+        **({SHORTCUT_TAG: "yes" if shortcut["alarm"] else "no"} if shortcut and shortcut["n_judged"] else {}),
         "backbone": m["backbone"],
         "head": m["head"],
         "finetune": m["finetune"],
@@ -203,6 +228,7 @@ def summary_text(results: dict[str, Any]) -> str:
     lo, hi = results["auc_ci"]["macro"]
     lines = [
         f"== cxrlab evaluate: {split} split, {results['n']} images ==",
+        *([results["shortcut"]["verdict"]] if "shortcut" in results else []),
         text_table(table),
         f"accuracy {_fmt(s['accuracy'])}   macro F1 {_fmt(s['macro_avg']['f1'])}   "
         f"macro AUC {_fmt(s['macro_avg']['auc'])} [95 % CI {_fmt(lo)}-{_fmt(hi)}]   "

@@ -19,6 +19,7 @@ from callbacks.explain_set import (
     load_heatmap_archive,
     robustness,
 )
+from callbacks.shortcut import TAG as SHORTCUT_TAG
 from datamodules.evaluation import evaluation_data
 from datamodules.probe import load_image_set, stratified_sample
 from experiments import tracking
@@ -37,6 +38,7 @@ def explain_checkpoint(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Explain up to `max_per_class` images per class of one split; write and log the artifacts."""
+    checkpoint = str(tracking.local_checkpoint(checkpoint, tracking_uri))  # runs:/RUN_ID
     ckpt = read_checkpoint(checkpoint)
     model = load_classifier(checkpoint, ckpt)
     cfg = evaluation_config(model.config, overrides or {}, checkpoint)
@@ -62,13 +64,19 @@ def explain_checkpoint(
     artifacts["images.csv"] = images.table[["path", "label", "split"]]
     out_dir = Path(out) if out else Path("mlruns/explanations") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(checkpoint).stem}"
     tracking.write_objects(artifacts, out_dir)
-    run_id = _log_run(model.run_info.get("run_id"), checkpoint, split, metrics, out_dir, tracking_uri)
-    return {"out": str(out_dir), "metrics": metrics, "run_id": run_id, "n_images": len(images.labels)}
-
-
-def _log_run(train_run: str | None, checkpoint: str, split: str, metrics: dict[str, float], folder: Path, uri: str | None) -> str:
-    """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
     tags = {"cxrlab.kind": "explain", "cxrlab.checkpoint": str(Path(checkpoint).resolve()), "cxrlab.split": split}
+    if es.verdict is not None and es.verdict.n_judged:
+        tags[SHORTCUT_TAG] = "yes" if es.verdict.alarm else "no"
+    run_id = _log_run(model.run_info.get("run_id"), checkpoint, split, metrics, out_dir, tracking_uri, tags)
+    verdict = es.verdict.sentence() if es.verdict is not None else None
+    return {"out": str(out_dir), "metrics": metrics, "run_id": run_id, "n_images": len(images.labels), "verdict": verdict}
+
+
+def _log_run(
+    train_run: str | None, checkpoint: str, split: str, metrics: dict[str, float], folder: Path, uri: str | None,
+    tags: dict[str, str],
+) -> str:
+    """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
     run_id, _ = tracking.log_derived_run(
         tracking.resolve_uri(uri), train_run, "cxrlab-explain", f"explain-{split}-{Path(checkpoint).stem}",
         tags, {"checkpoint": str(Path(checkpoint).resolve()), "split": split},

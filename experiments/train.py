@@ -12,12 +12,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
 
 from callbacks.explain import ExplainCallback
+from callbacks.last_checkpoint import LastCheckpoint
 from datamodules.datamodule import CXRDataModule
 from experiments import tracking
 from experiments.config import Config, to_dict
-from experiments.record import RunRecorder, run_artifact_sink
+from experiments.record import LastCheckpointUpload, RunRecorder, run_artifact_sink, run_tag_sink
+from experiments.run_logger import RunLogger
 from lightning_modules.backbones import default_input_size
 from lightning_modules.classifier import CXRClassifier
 
@@ -87,10 +90,11 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
     if not t.fast_dev_run:
         cbs.append(
             ModelCheckpoint(
-                monitor=t.monitor, mode=t.mode, save_top_k=1, save_last=True,
+                monitor=t.monitor, mode=t.mode, save_top_k=1, save_last=False,
                 filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
             )
         )
+        cbs.append(LastCheckpoint())
         if logger is not None:
             cbs.append(LearningRateMonitor(logging_interval="epoch"))
     if t.patience is not None:
@@ -114,7 +118,7 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
         # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
-        default_root_dir=str(tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri))),
+        default_root_dir=str(tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)),
     )
 
 
@@ -137,9 +141,14 @@ def train(
     dm.prepare_table()
     model = CXRClassifier(to_dict(cfg), dm.classes, dm.class_weights)
     logger = None
+    uploads: list[L.Callback] = []
     if not cfg.trainer.fast_dev_run:
         uri = tracking.resolve_uri(cfg.tracking.uri)
-        logger = MLFlowLogger(
+        if cfg.tracking.upload_last and tracking.is_server(uri):
+            uploads.append(LastCheckpointUpload())  # another node resumes from the server
+        if run_id is None:  # ours, not the logger's: tagged, and safe when runs start together
+            tracking.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
+        logger = RunLogger(
             experiment_name=cfg.tracking.experiment,
             run_name=None if run_id else cfg.tracking.run_name,
             tracking_uri=uri,
@@ -150,8 +159,10 @@ def train(
     recorder = RunRecorder(cfg, resumed_from=resume)
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
-    explainers = [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, run_artifact_sink)] if cfg.explain.enabled else []
-    trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder])
+    explainers = (
+        [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, run_artifact_sink, run_tag_sink)] if cfg.explain.enabled else []
+    )
+    trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
@@ -166,7 +177,7 @@ def train(
         return result
     result.metrics = dict(recorder.best_metrics)
     if len(dm.split_table("test")):
-        trainer.test(model, datamodule=dm, ckpt_path="best" if best else None, verbose=False)
+        trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
         result.metrics |= {
             k: float(v) for k, v in trainer.callback_metrics.items()
             if k.startswith("test/") and torch.is_tensor(v) and v.numel() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,3 +277,21 @@ def default_input_size(name: str) -> int:
         cfg = timm.get_pretrained_cfg(name.removeprefix("timm:"))
         return int(cfg.input_size[-1]) if cfg is not None else 224
     return REGISTRY[name].input_size
+
+
+@functools.lru_cache(maxsize=64)
+def feature_map_size(name: str, image_size: int) -> tuple[int, int]:
+    """The [h, w] of the backbone's feature maps for a square input, computed on the meta device
+    (shapes only: no memory, no weights), so configs can be checked before anything is built."""
+    with torch.device("meta"):
+        features = build_backbone(name, "none").features.eval()
+        try:
+            out = features(torch.empty(1, 3, image_size, image_size))
+        except (RuntimeError, ValueError):
+            out = None
+    if out is None or out.ndim != 4 or min(out.shape[2:]) < 1:
+        raise ValueError(
+            f"data.image_size={image_size} is too small for model.backbone={name!r}; "
+            f"raise data.image_size (its native size is {default_input_size(name)})"
+        )
+    return int(out.shape[2]), int(out.shape[3])

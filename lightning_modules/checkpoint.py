@@ -16,10 +16,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found; pass the .ckpt file of a cxrlab run")
+    if path.stat().st_size == 0:
+        raise ValueError(
+            f"{path}: checkpoint is empty (0 bytes), likely a save cut short by a crash; "
+            "use another .ckpt of the run (last.ckpt or best-*.ckpt)"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = next(iter(str(e).splitlines()), "")
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {first}); "
+            "it may be truncated or not a PyTorch file"
+        ) from None
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "config" not in hp or "classes" not in hp or "state_dict" not in ckpt:
         raise ValueError(

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from servers import mlflow_server, postgres  # noqa: F401 (fixtures: throwaway PostgreSQL / MLflow server)
 
 from datamodules.images import read_image
 from datamodules.transforms import eval_transform
 from experiments.config import load_config, to_dict
-from servers import mlflow_server, postgres  # noqa: F401 (fixtures: throwaway PostgreSQL / MLflow server)
 
 # Test tensors are tiny, so a second intra-op thread buys nothing; on a busy 2-core runner
 # OpenMP spin-waiting made small convolutions 10-50x slower with two threads than with one.

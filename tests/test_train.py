@@ -14,6 +14,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from conftest import LEARNING_SEED
 from samples import PNG_MAGIC
 
 from experiments import tracking
@@ -215,7 +216,9 @@ def test_error_unknown_flag(in_tmp_cwd: Path, capsys: Capture) -> None:
     with pytest.raises(SystemExit) as e:
         main(["train", "--data.rooot", "x"])
     assert e.value.code == 2
-    assert "unrecognized arguments: --data.rooot x" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        "cxrlab train: error: unrecognized argument --data.rooot; did you mean --data.root?"
+    )
 
 
 def test_error_missing_image_files(in_tmp_cwd: Path, capsys: Capture) -> None:
@@ -269,13 +272,17 @@ def test_resume_continues_the_same_run(in_tmp_cwd: Path, folder_tree: Path) -> N
 
 
 def test_learns_easy_classes(in_tmp_cwd: Path, easy_tree: Path) -> None:
-    """Chance is 1/3; the class squares differ in place and size, so 3 epochs suffice."""
+    """Chance is 1/3; the class squares differ in place and size. Five epochs with a cosine
+    schedule reach 1.0 for seeds 0-4, so the 0.8 bar leaves a margin no CPU's kernels decide
+    (three constant-rate epochs gave 0.75 for one seed)."""
     cfg = load_config(
         Path(__file__).parents[1] / "experiments" / "configs" / "ci_tiny.yaml",
         {
+            "seed": LEARNING_SEED,
             "data.root": str(easy_tree),
             "data.num_workers": 0,
-            "trainer.max_epochs": 3,
+            "trainer.max_epochs": 5,
+            "model.scheduler": "cosine",
             "tracking.log_checkpoint": False,
             "explain.enabled": False,  # explanations are tested elsewhere; keep this quick
         },
