@@ -73,4 +73,7 @@ def load_combine(root: Path, options: SourceOptions) -> pd.DataFrame:
             if table.empty:
                 raise ValueError(f"{path}: no {name} images with label(s) {list(keep)} (data.combine_labels)")
         tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
+    if "official_split" in table.columns:  # a part without an official split has none to offer
+        table["official_split"] = table["official_split"].fillna("")
+    return table
