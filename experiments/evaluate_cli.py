@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt written by `cxrlab train`")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt written by `cxrlab train`, or runs:/RUN_ID (its best checkpoint on the tracking store)")
     p.add_argument("--split", default="test", help="test | val | all [default: test]")
     p.add_argument(
         "--out",

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
+from callbacks.last_checkpoint import LastCheckpoint
 from experiments import tracking
 from experiments.config import Config, flatten, to_dict, to_yaml
 
@@ -128,6 +129,21 @@ class RunRecorder(L.Callback):
             client.set_tag(run_id, "cxrlab.best_checkpoint", str(Path(best).resolve()))
 
 
+class LastCheckpointUpload(L.Callback):
+    """Uploads last.ckpt to the run as checkpoints/last.ckpt after every epoch (rank 0), so a run
+    recorded on a tracking server resumes on any node: --resume runs:/RUN_ID/checkpoints/last.ckpt."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation (which rewrites last.ckpt) has run by now: this is the epoch's checkpoint.
+        logger = mlflow_logger(trainer)
+        last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if logger is None or last is None or not trainer.is_global_zero:
+            return
+        path = last.path(trainer)
+        if path.is_file():
+            logger.experiment.log_artifact(logger.run_id, str(path), str(Path(tracking.RUN_LAST_CHECKPOINT).parent))
+
+
 def eval_figures(split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split."""
     from sklearn.metrics import confusion_matrix
@@ -149,3 +165,11 @@ def run_artifact_sink(trainer: L.Trainer, folder: str, objects: dict[str, Any]) 
     logger = mlflow_logger(trainer)
     if logger is not None and trainer.is_global_zero:
         tracking.log_objects(logger.experiment, logger.run_id, objects, folder)
+
+
+def run_tag_sink(trainer: L.Trainer, tags: dict[str, str]) -> None:
+    """Set tags on the trainer's MLflow run (rank 0; nothing without an MLFlowLogger)."""
+    logger = mlflow_logger(trainer)
+    if logger is not None and trainer.is_global_zero:
+        for key, value in tags.items():
+            logger.experiment.set_tag(logger.run_id, key, value)

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from experiments import sweep_recovery, sweep_tracking, tracking
+from experiments.checks import check_config
 from experiments.config import (
     Config,
     ConfigError,
@@ -41,8 +42,13 @@ from experiments.config import (
     set_dotted,
     to_dict,
 )
-from experiments.checks import check_config
-from experiments.search_space import SweepSpec, build_pruner, build_sampler, corner_points, parse_search
+from experiments.search_space import (
+    SweepSpec,
+    build_pruner,
+    build_sampler,
+    corner_points,
+    parse_search,
+)
 from experiments.study_storage import default_storage, open_storage, redact
 from experiments.sweep_status import LAUNCH_ATTR, format_status
 

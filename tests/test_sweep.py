@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -316,48 +311,6 @@ def test_killed_worker_is_requeued_and_ctrl_c_stops_cleanly(in_tmp_cwd: Path, fo
     run_sweep(config, {"trainer.max_epochs": 1}, n_trials=1, gpus="none")  # resume: the re-queued trial runs
     rerun = load("crash").trials[waiting[0].number]
     assert rerun.state == TrialState.COMPLETE and rerun.params == stopped.params
-
-
-def _pg_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return candidates[-1].parent if candidates else None
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL on a free 127.0.0.1 port; yields its URL and removes it after."""
-    pg = _pg_bin()
-    if pg is None:
-        pytest.skip("no PostgreSQL server binaries (pg_ctl/initdb; Debian: apt-get install postgresql)")
-    pytest.importorskip("psycopg2", reason="psycopg2 is needed to reach PostgreSQL (pip install psycopg2-binary)")
-    # initdb refuses to run as root: run the server as the postgres user then.
-    prefix: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root without a 'postgres' user to run the server as (initdb refuses root)")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="cxrlab-pg-"))
-    if owner is not None:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    run = lambda *a: subprocess.run([*prefix, *map(str, a)], check=True, capture_output=True)  # noqa: E731
-    run(pg / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    run(pg / "pg_ctl", "-D", data, "-o", options, "-l", root / "server.log", "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        run(pg / "pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_workers_on_postgresql(in_tmp_cwd: Path, folder_tree: Path, postgres: str) -> None:
