@@ -15,6 +15,7 @@ from callbacks.explain_set import (
     explanation_artifacts,
     explanation_metrics,
 )
+from datamodules.images import Decoding
 from datamodules.probe import ImageSet, load_image_set, stratified_sample
 
 
@@ -45,7 +46,9 @@ class ExplainCallback(L.Callback):
             return
         dm = trainer.datamodule
         table = stratified_sample(dm.split_table("val"), self.settings["probe_per_class"], self.seed)
-        self.probe = load_image_set(table, pl_module.classes, pl_module.input_size, dm.cfg["crop_margin"])
+        self.probe = load_image_set(
+            table, pl_module.classes, pl_module.input_size, dm.cfg["crop_margin"], Decoding.from_data(dm.cfg)
+        )
 
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from datamodules.images import read_image, read_mask
+from datamodules.images import DEFAULT_DECODING, Decoding, read_image, read_mask
 from datamodules.transforms import crop_margin, eval_transform
 
 
@@ -33,25 +33,27 @@ def stratified_sample(table: pd.DataFrame, per_class: int | None, seed: int = 0)
     return pd.concat(parts) if parts else table.iloc[:0]
 
 
-def _load_mask(path: object, size: int, margin: float) -> torch.Tensor:
+def _load_mask(path: object, size: int, margin: float, decoding: Decoding) -> torch.Tensor:
     if not isinstance(path, str) or not path:
         return torch.zeros(size, size, dtype=torch.bool)
-    m = torch.from_numpy(read_mask(path)).float()[None, None]
+    m = torch.from_numpy(read_mask(path, decoding)).float()[None, None]
     # Nearest keeps the mask binary; the crop matches the image's, so pixels line up.
     m = F.interpolate(crop_margin(m, margin), size=(size, size), mode="nearest")
     return m[0, 0] > 0.5
 
 
-def load_image_set(table: pd.DataFrame, classes: list[str], size: int, margin: float = 0.0) -> ImageSet:
+def load_image_set(
+    table: pd.DataFrame, classes: list[str], size: int, margin: float = 0.0, decoding: Decoding = DEFAULT_DECODING
+) -> ImageSet:
     """Decode a (small) table into tensors, with lung/lesion masks when the table has them."""
     transform = eval_transform(size, margin)
-    images = torch.stack([transform(torch.from_numpy(read_image(p))[None]) for p in table["path"]])
+    images = torch.stack([transform(torch.from_numpy(read_image(p, decoding))[None]) for p in table["path"]])
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index.get(label, -1) for label in table["label"]], dtype=torch.long)
 
     def masks(column: str) -> torch.Tensor | None:
         if column not in table.columns or table[column].isna().all():
             return None
-        return torch.stack([_load_mask(p, size, margin) for p in table[column]])
+        return torch.stack([_load_mask(p, size, margin, decoding) for p in table[column]])
 
     return ImageSet(table.reset_index(drop=True), images, labels, masks("mask_path"), masks("lesion_path"))

@@ -13,6 +13,7 @@ import pandas as pd
 
 from callbacks.shortcut import TAG as SHORTCUT_TAG
 from datamodules.evaluation import UNSEEN, evaluation_data
+from datamodules.images import Decoding
 from experiments import tracking
 from experiments.clinical import per_class_table
 from experiments.config import from_dict, set_dotted, to_dict
@@ -109,6 +110,7 @@ def evaluate(
         cfg["data"]["num_workers"],
         pick_device(device),
         progress,
+        Decoding.from_data(cfg["data"]),
     )
     preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)

@@ -18,6 +18,7 @@ from callbacks.explain_set import (
     heatmaps,
     of_class,
 )
+from datamodules.images import Decoding
 from datamodules.probe import load_image_set, stratified_sample
 from experiments import tracking
 from experiments.eval_outputs import Predictions
@@ -47,7 +48,9 @@ def case_rows(preds: Predictions, split: str, positive: str | None, per_case: in
 
 def _gallery(model: Any, rows: pd.DataFrame, classes: list[str], cfg: dict[str, Any], method: str) -> Any:
     """Overlays of each image's predicted-class heatmap at several alphas."""
-    images = load_image_set(rows, classes, model.input_size, cfg["data"]["crop_margin"])
+    images = load_image_set(
+        rows, classes, model.input_size, cfg["data"]["crop_margin"], Decoding.from_data(cfg["data"])
+    )
     layer = cfg["explain"].get("target_layer") or model.target_layer
     pred = torch.tensor(rows["pred"].map({c: i for i, c in enumerate(classes)}).tolist())
     maps = of_class(heatmaps(model, layer, images.images, method), pred)
@@ -68,7 +71,8 @@ def explain_report(
     """Write explain/ into `out`; return the report section and `<split>/explain/*` metrics."""
     rows = data_table[data_table["known"] & ((data_table["split"] == split) | (split == "all"))]
     sample = load_image_set(
-        stratified_sample(rows, per_class, cfg["seed"]), model.classes, model.input_size, cfg["data"]["crop_margin"]
+        stratified_sample(rows, per_class, cfg["seed"]), model.classes, model.input_size, cfg["data"]["crop_margin"],
+        Decoding.from_data(cfg["data"]),
     )
     settings = cfg["explain"]
     es = explain_images(

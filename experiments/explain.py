@@ -21,6 +21,7 @@ from callbacks.explain_set import (
 )
 from callbacks.shortcut import TAG as SHORTCUT_TAG
 from datamodules.evaluation import evaluation_data
+from datamodules.images import Decoding
 from datamodules.probe import load_image_set, stratified_sample
 from experiments import tracking
 from experiments.evaluate import evaluation_config
@@ -53,7 +54,7 @@ def explain_checkpoint(
         )
     images = load_image_set(
         stratified_sample(rows, max_per_class, cfg["seed"]), model.classes, model.input_size,
-        cfg["data"]["crop_margin"],
+        cfg["data"]["crop_margin"], Decoding.from_data(cfg["data"]),
     )
     es = explain_images(
         model, images.images, images.labels, model.classes, settings,

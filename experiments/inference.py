@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from datamodules.datamodule import CXRDataset
+from datamodules.images import DEFAULT_DECODING, Decoding
 from datamodules.transforms import eval_transform
 from lightning_modules.classifier import CXRClassifier
 
@@ -36,11 +37,12 @@ def predict_table(
     num_workers: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    decoding: Decoding = DEFAULT_DECODING,
 ) -> np.ndarray:
     """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label)."""
     if rows.empty:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    dataset = CXRDataset(rows, model.classes, eval_transform(model.input_size, margin))
+    dataset = CXRDataset(rows, model.classes, eval_transform(model.input_size, margin), decoding)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model = model.to(device).eval()
     out = []

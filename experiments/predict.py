@@ -13,7 +13,7 @@ from PIL import Image
 
 from callbacks.display import overlay
 from callbacks.gradcam import grad_cam
-from datamodules.images import read_image, read_mask
+from datamodules.images import Decoding, read_image, read_mask
 from datamodules.transforms import crop_margin, eval_transform
 from experiments.inference import pick_device
 from lightning_modules.checkpoint import load_classifier
@@ -115,6 +115,7 @@ def predict(
     model = load_classifier(checkpoint).to(pick_device(device))
     margin = model.config["data"]["crop_margin"]
     transform = eval_transform(model.input_size, margin)
+    decoding = Decoding.from_data(model.config["data"])  # DICOM windows as in training
     folder = Path(heatmap_dir) if heatmap_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def predict(
     results = []
     for start in range(0, len(images), BATCH):
         paths = [str(p) for p in images[start : start + BATCH]]
-        raw = [read_image(p) for p in paths]
+        raw = [read_image(p, decoding) for p in paths]
         batch = torch.stack([transform(torch.from_numpy(r)[None]) for r in raw]).to(model.device)
         with torch.inference_mode():
             probs = model(batch).float().softmax(dim=1).cpu()

@@ -100,7 +100,8 @@ def test_dicom_predicts_like_the_same_png(trained: Any, capsys: pytest.CaptureFi
     pixels = np.asarray(Image.open(data / "covid_003.png")).copy()
     pixels[0, 0], pixels[0, 1] = 0, 255  # full range: DICOM min-max scaling then equals /255
     Image.fromarray(pixels).save(root / "same.png")
-    write_dicom(root / "same.dcm", pixels.astype(np.uint16) * 257)
+    # A secondary capture without a window decodes min-max (a raw DX would get percentiles).
+    write_dicom(root / "same.dcm", pixels.astype(np.uint16) * 257, modality="OT")
     out = _predict_json(capsys, str(ckpt), "same.png", "same.dcm", "--heatmap", "dcm_maps")
     png, dcm = out["predictions"]
     assert dcm["label"] == png["label"]
