@@ -184,9 +184,9 @@ def read_image(path: str | Path, decoding: Decoding = DEFAULT_DECODING) -> np.nd
             arr = _read_pil(path, decoding)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
-    except ValueError:
-        raise
     except Exception as e:  # PIL/pydicom raise many types for corrupt or truncated files
+        if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):
+            raise  # ours, already naming the file
         raise ValueError(f"{path}: unreadable image ({type(e).__name__}: {e}); replace or remove it") from None
     if arr.ndim != 2 or min(arr.shape) < 2:
         raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")

@@ -178,6 +178,12 @@ def test_garbage_bytes_name_file(tmp_path: Path, name: str) -> None:
         read_image(tmp_path / name)
 
 
+def test_broken_dicom_window_names_file(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "w0.dcm", ramp(top=4000), bits_stored=12, window=(2000, 0))
+    with pytest.raises(ValueError, match=r"w0.dcm: unreadable image \(ValueError: .*Window Width"):
+        read_image(path, VOI)
+
+
 def test_missing_and_degenerate(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothere.png: image file not found"):
         read_image(tmp_path / "nothere.png")
