@@ -97,7 +97,13 @@ class DecodeCache:
         One builder at a time holds the lock; a second one waiting on it then finds the first one's
         images and adds only what is still missing.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return self._build(paths, workers)
+        except OSError as e:  # an unwritable or full cache folder is a setting to fix, not a crash
+            raise ValueError(f"data.cache={self.root}: {e.strerror or e}; choose a writable folder with free space") from None
+
+    def _build(self, paths: Sequence[str], workers: int) -> pd.DataFrame:
         bad: list[tuple[str, str]] = []
         with FileLock(str(self.root / f"{self.size}.lock")):
             index = _read_index(self.index_file)

@@ -139,3 +139,10 @@ def test_cache_pickles_into_spawned_loader_workers(make_dm: Callable, tree: Path
     assert torch.equal(torch.stack([copy[i][0] for i in range(len(copy))]), expected)
     loader = DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
     assert torch.equal(torch.cat([b[0] for b in loader]), expected)
+
+
+def test_unwritable_cache_folder_is_one_line(tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    cache = DecodeCache(tmp_path / "file" / "cache", SIZE, MARGIN, Decoding())
+    with pytest.raises(ValueError, match=r"^data.cache=.*file/cache: .*; choose a writable folder"):
+        cache.build([str(tree / "normal" / "normal_000.png")])
