@@ -51,10 +51,12 @@ class DecodeCache:
 
     @property
     def data_file(self) -> Path:
+        """The slots, S x S bytes each, back to back."""
         return self.root / f"{self.size}.u8"
 
     @property
     def index_file(self) -> Path:
+        """JSON {key: slot}, replaced atomically by builders."""
         return self.root / f"{self.size}.json"
 
     def key(self, path: str | Path) -> str:
@@ -104,6 +106,7 @@ class DecodeCache:
             raise ValueError(f"data.cache={self.root}: {e.strerror or e}; choose a writable folder with free space") from None
 
     def _build(self, paths: Sequence[str], workers: int) -> pd.DataFrame:
+        """build() inside an existing cache folder."""
         bad: list[tuple[str, str]] = []
         with FileLock(str(self.root / f"{self.size}.lock")):
             index = _read_index(self.index_file)
