@@ -100,10 +100,13 @@ def _dicom_policy(ds: Any, requested: str) -> str:
         return requested
     if ds.get("VOILUTSequence"):
         return "voi"  # a LUT is a deliberate display curve
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    if has_window and not _window_spans_detector(ds):
+    if _has_window(ds) and not _window_spans_detector(ds):
         return "voi"
     return "percentile" if str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES else "voi"
+
+
+def _has_window(ds: Any) -> bool:
+    return "WindowCenter" in ds and "WindowWidth" in ds
 
 
 def _apply_voi(arr: np.ndarray, ds: Any) -> np.ndarray:
@@ -115,10 +118,10 @@ def _apply_voi(arr: np.ndarray, ds: Any) -> np.ndarray:
         first, n = int(lut[1]), int(lut[0]) or 2**16
         arr = np.rint(arr).astype(np.int64)  # LUTs index integers
         ends = apply_voi_lut(np.arange(first, first + n), ds)  # every LUT output value
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
+    elif _has_window(ds):
         ends = apply_voi_lut(np.array([-(2.0**52), 2.0**52]), ds)  # saturates at both ends
     else:  # no VOI in the file: the image's own range
-        ends = np.array([arr.min(), arr.max()])
+        return percentile_window(arr, 0.0, 100.0)
     lo, hi = float(np.min(ends)), float(np.max(ends))
     out = apply_voi_lut(arr, ds).astype(np.float64)
     return (out - lo) / (hi - lo) if hi > lo else np.zeros(arr.shape)

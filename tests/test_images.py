@@ -76,6 +76,8 @@ def test_dicom_without_window_min_max(tmp_path: Path, suffix: str) -> None:
     path = write_dicom(tmp_path / f"a{suffix}", pixels, "MONOCHROME2", slope=2.0, intercept=-100, bits_stored=12)
     expected = (pixels - pixels.min()) / (pixels.max() - pixels.min())
     np.testing.assert_allclose(read_image(path, VOI), expected, atol=1e-6)
+    half = write_dicom(tmp_path / f"c{suffix}", pixels, bits_stored=12, WindowCenter=900)  # no width: no window
+    np.testing.assert_allclose(read_image(half, VOI), expected, atol=1e-6)
     # auto keeps min-max for a secondary capture: its pixels were already meant for display
     sc = write_dicom(tmp_path / f"sc{suffix}", pixels, modality="OT", bits_stored=12)
     np.testing.assert_allclose(read_image(sc), expected, atol=1e-6)
