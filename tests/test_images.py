@@ -15,6 +15,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from samples import write_bomb_png, write_dicom
 
 from datamodules.images import Decoding, ImageTooLarge, read_image, read_mask
+from experiments.config import ConfigError, load_config, to_dict
 
 
 def ramp(h: int = 24, w: int = 32, top: int = 255) -> np.ndarray:
@@ -240,3 +241,17 @@ def test_pixel_limit_checked_from_dicom_header(tmp_path: Path) -> None:
     with pytest.raises(ImageTooLarge, match=r"big.dcm: 1 x 64 x 80 = 5120 pixels exceeds data.max_pixels=5000"):
         read_image(path, Decoding(max_pixels=5000))
     assert read_image(path, Decoding(max_pixels=5120)).shape == (64, 80)
+
+
+def test_decoding_from_config_keys() -> None:
+    cfg = to_dict(load_config(overrides={"data.dicom_window": "percentile", "data.dicom_percentiles": "1,99", "data.max_pixels": 1000}))
+    assert Decoding.from_data(cfg["data"]) == Decoding("percentile", (1.0, 99.0), 1000)
+    assert Decoding.from_data({}) == Decoding()  # an older checkpoint's config: the defaults
+    for key, value, message in [
+        ("data.dicom_percentiles", "99,1", r"data.dicom_percentiles=\[99.0, 1.0\] must be two percentiles low < high"),
+        ("data.dicom_percentiles", "0,50,100", r"data.dicom_percentiles=.* must be two percentiles"),
+        ("data.dicom_window", "window", r"data.dicom_window='window' is not one of auto, voi, percentile"),
+        ("data.max_pixels", "0", r"data.max_pixels=0 .*>= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(overrides={key: value})
