@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.explain_set import (
     check_aopc_grid,
@@ -15,12 +16,13 @@ from callbacks.explain_set import (
     explanation_artifacts,
     explanation_metrics,
 )
+from callbacks.shortcut import TAG
 from datamodules.images import Decoding
 from datamodules.probe import ImageSet, load_image_set, stratified_sample
 
 
 class ExplainCallback(L.Callback):
-    """Heatmaps, eigen-heatmaps, AOPC and lung/lesion focus on a stratified validation probe set.
+    """Heatmaps, eigen-heatmaps, AOPC, focus and the shortcut alarm on a stratified validation probe set.
 
     Rank 0 computes and writes (metrics to the loggers, artifacts under explain/epoch_NNN/ of the
     MLflow run); every rank joins the broadcast of the metrics, so callback_metrics (and thus
@@ -32,10 +34,12 @@ class ExplainCallback(L.Callback):
         settings: dict[str, Any],
         seed: int = 0,
         sink: Callable[[L.Trainer, str, dict[str, Any]], None] | None = None,
+        tagger: Callable[[L.Trainer, dict[str, str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.seed = seed
         self.sink = sink  # writes {file name: Figure | DataFrame | bytes} under a run folder
+        self.tagger = tagger  # sets run tags (the shortcut verdict of the latest explained epoch)
         self.probe: ImageSet | None = None
         self.seconds = 0.0  # total time spent explaining (the benchmark reads it)
 
@@ -78,4 +82,9 @@ class ExplainCallback(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         if self.sink is not None:
             self.sink(trainer, f"explain/epoch_{trainer.current_epoch:03d}", explanation_artifacts(es))
+        if es.verdict is not None and es.verdict.n_judged:
+            if es.verdict.alarm:
+                rank_zero_warn(f"epoch {trainer.current_epoch}: {es.verdict.sentence()}")
+            if self.tagger is not None:
+                self.tagger(trainer, {TAG: "yes" if es.verdict.alarm else "no"})
         return metrics

@@ -1,5 +1,6 @@
 """One explanation pass over a set of images, shared by the epoch-end callback, `cxrlab explain`
-and `cxrlab evaluate --explain`: heatmaps, eigen-heatmaps, AOPC and lung/lesion focus, and the
+and `cxrlab evaluate` (its shortcut check, and all of it with --explain): heatmaps, eigen-heatmaps,
+AOPC, focus (lung, lesion, border, corners, outside the body) and the shortcut verdict, and the
 figures, tables and arrays that record them."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from callbacks.aopc import aopc_with_baseline
 from callbacks.display import heatmap_grid, upsample
 from callbacks.eigen import EigenResult, compare, eigen_heatmaps
-from callbacks.focus import mask_focus
+from callbacks.focus import mask_focus, region_focus
 from callbacks.gradcam import activation_map, grad_cam, grad_cam_pp
 from callbacks.plots import (
     plot_aopc_curve,
@@ -26,6 +27,8 @@ from callbacks.plots import (
     plot_components,
     plot_reconstructions,
 )
+from callbacks.shortcut import ShortcutVerdict, shortcut_verdict
+from experiments.config import AlarmConfig
 
 METHODS = {"gradcam": grad_cam, "gradcampp": grad_cam_pp}
 
@@ -68,8 +71,8 @@ class ExplanationSet:
     primary: str  # the method AOPC, focus and eigen-heatmaps use
     eigen: EigenResult | None
     aopc: dict[str, Any] | None
-    lung_focus: torch.Tensor | None  # [N], NaN where undefined
-    lesion_focus: torch.Tensor | None
+    focus: dict[str, torch.Tensor]  # lung_focus, lesion_focus (with masks), border_focus, ...: [N], NaN undefined
+    verdict: ShortcutVerdict | None  # None when the alarm is disabled
 
     @property
     def preds(self) -> torch.Tensor:
@@ -87,8 +90,10 @@ def explain_images(
     lesion_masks: torch.Tensor | None = None,
     seed: int = 0,
     batch_size: int = 32,
+    focus_only: bool = False,
 ) -> ExplanationSet:
-    """Run every configured explanation on images in [0, 1] (settings = the config's explain section)."""
+    """Run every configured explanation on images in [0, 1] (settings = the config's explain section);
+    `focus_only` skips eigen-heatmaps and AOPC (what the shortcut check alone needs)."""
     layer = layer or settings.get("target_layer") or model.target_layer
     device = next(model.parameters()).device
     x = images.to(device)
@@ -106,21 +111,26 @@ def explain_images(
 
     eigen = None
     class_method = next((m for m in settings["methods"] if m != "activation"), None)
-    if settings.get("eigen", True) and class_method is not None:
+    if settings["eigen"] and class_method is not None and not focus_only:
         display = upsample(maps[class_method], settings["display_size"])
         eigen = eigen_heatmaps(display.numpy(), labels.numpy(), classes)
 
     aopc = None
     a = settings["aopc"]
-    if (preds == labels).any():
+    if (preds == labels).any() and not focus_only:
         aopc = aopc_with_baseline(
             model, x, labels.to(device), focus_maps.to(device), region=a["region"], steps=a["steps"],
             perturb=a["perturb"], sigma=a["sigma"], seed=seed, batch_size=batch_size * 2,
             random_seeds=a["random_seeds"],
         )
-    lung = mask_focus(focus_maps, lung_masks) if lung_masks is not None else None
-    lesion = mask_focus(focus_maps, lesion_masks) if lesion_masks is not None else None
-    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, lung, lesion)
+    focus = {
+        name: mask_focus(focus_maps, masks)
+        for name, masks in (("lung_focus", lung_masks), ("lesion_focus", lesion_masks)) if masks is not None
+    }
+    focus |= region_focus(focus_maps, images.cpu(), settings["border_width"], settings["corner_size"])
+    alarm = AlarmConfig(**settings["alarm"])
+    verdict = shortcut_verdict(focus, alarm) if alarm.enabled else None
+    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict)
 
 
 def _nanmean(t: torch.Tensor | None) -> float | None:
@@ -136,10 +146,13 @@ def explanation_metrics(es: ExplanationSet, prefix: str = "explain/") -> dict[st
         for key in ("aopc", "aopc_random", "aopc_gap"):
             out[prefix + key] = float(es.aopc[key])
         out[prefix + "aopc_n_correct"] = float(es.aopc["n_correct"])
-    for name, values in (("lung_focus", es.lung_focus), ("lesion_focus", es.lesion_focus)):
+    for name, values in es.focus.items():
         value = _nanmean(values)
         if value is not None:
             out[prefix + name] = value
+    if es.verdict is not None and es.verdict.n_judged:
+        out[prefix + "shortcut_share"] = es.verdict.share
+        out[prefix + "shortcut_alarm"] = float(es.verdict.alarm)
     if es.eigen is not None:
         corr = es.eigen.avg_pc1_corr.to_numpy()
         for c, name in enumerate(es.classes):
@@ -189,9 +202,27 @@ def explanation_artifacts(
         out["aopc_curve.csv"] = pd.DataFrame(
             {"steps": np.arange(len(es.aopc["curve_morf"])), "aopc_morf": es.aopc["curve_morf"], "aopc_random": es.aopc["curve_random"]}
         )
+    gallery = shortcut_gallery(es)
+    if gallery is not None:
+        out["shortcut_cases.png"] = gallery
     out["focus.csv"] = focus_table(es)
     out["heatmaps.npz"] = heatmap_archive(es)
     return out
+
+
+def shortcut_gallery(es: ExplanationSet, n: int = 8) -> Any:
+    """Overlays of the `n` images whose heatmaps break the alarm's thresholds worst (None if none)."""
+    if es.verdict is None or not es.verdict.n_judged:
+        return None
+    severity = es.verdict.severity.nan_to_num(nan=-1.0)
+    order = severity.argsort(descending=True)[: min(n, es.verdict.n_judged)]
+    preds = es.preds
+    titles = [
+        f"{es.classes[es.labels[i]]}->{es.classes[preds[i]]}\n{es.verdict.reason[i].removesuffix('_focus')} "
+        f"{es.focus[es.verdict.reason[i]][i]:.2f} (x{severity[i]:.1f})"
+        for i in order.tolist()
+    ]
+    return heatmap_grid(es.images[order, 0], of_class(es.maps[es.primary][order], preds[order]), titles=titles, alphas=(0.5,))
 
 
 def _class_method(es: ExplanationSet) -> str:
@@ -199,7 +230,7 @@ def _class_method(es: ExplanationSet) -> str:
 
 
 def focus_table(es: ExplanationSet) -> pd.DataFrame:
-    """Per image: true and predicted class, confidence, lung and lesion focus."""
+    """Per image: true and predicted class, confidence, every focus score and the shortcut flags."""
     preds = es.preds
     table = pd.DataFrame(
         {
@@ -208,10 +239,12 @@ def focus_table(es: ExplanationSet) -> pd.DataFrame:
             "confidence": es.probs[torch.arange(len(preds)), preds].numpy(),
         }
     )
-    if es.lung_focus is not None:
-        table["lung_focus"] = es.lung_focus.numpy()
-    if es.lesion_focus is not None:
-        table["lesion_focus"] = es.lesion_focus.numpy()
+    for name, values in es.focus.items():
+        table[name] = values.numpy()
+    if es.verdict is not None:
+        table["shortcut_severity"] = es.verdict.severity.numpy()
+        table["shortcut_flagged"] = (es.verdict.severity > 1).numpy()
+        table["shortcut_reason"] = es.verdict.reason
     return table
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from callbacks.shortcut import TAG as SHORTCUT_TAG
 from experiments import tracking
 from experiments.report import markdown_table, text_table
 
@@ -18,8 +19,13 @@ DEFAULT_METRICS = (
     "test/acc",
     "test/macro_f1",
     "test/disease_recall",
+    "val/acc",
     "val/macro_f1",
     "explain/aopc",
+    "explain/lung_focus",
+    "explain/border_focus",
+    "test/explain/lung_focus",
+    "test/explain/border_focus",
 )
 # Short names people type for the metric names cxrlab logs (the last path component).
 ALIASES = {"f1": "macro_f1", "auc": "auroc", "accuracy": "acc", "sensitivity": "recall"}
@@ -32,9 +38,10 @@ COMPARE_ROOT = Path("mlruns/comparisons")
 
 
 def find_runs(
-    client: Any, experiment: str | None, run_ids: Sequence[str], kind: str = "all"
+    client: Any, experiment: str | None, run_ids: Sequence[str], kind: str = "all", alarm: str = "all"
 ) -> list[Any]:
-    """The runs named by id plus those of an experiment; kind != 'all' keeps one cxrlab.kind."""
+    """The runs named by id plus those of an experiment; kind != 'all' keeps one cxrlab.kind,
+    alarm yes|no keeps the runs whose shortcut check fired (or did not)."""
     from mlflow.exceptions import MlflowException
 
     if experiment is None and not run_ids:
@@ -64,9 +71,13 @@ def find_runs(
         runs += [r for r in found if r.info.run_id not in seen]
     if kind != "all":
         runs = [r for r in runs if r.data.tags.get("cxrlab.kind") == kind]
+    if alarm not in ("all", "yes", "no"):
+        raise ValueError(f"--alarm {alarm!r}: choose all, yes or no")
+    if alarm != "all":
+        runs = [r for r in runs if r.data.tags.get(SHORTCUT_TAG) == alarm]
     if not runs:
         raise ValueError(
-            f"no runs to compare (experiment {experiment!r}, kind {kind}); train some first"
+            f"no runs to compare (experiment {experiment!r}, kind {kind}, alarm {alarm}); train some first"
         )
     return runs
 
@@ -115,7 +126,7 @@ def compare_table(
     sort: str | None = None,
     ascending: bool = False,
 ) -> pd.DataFrame:
-    """One row per run: id, name, kind, backbone, head, finetune and the chosen metrics."""
+    """One row per run: id, name, kind, backbone, head, finetune, shortcut alarm and the chosen metrics."""
     available = logged_metrics(runs)
     if metrics:
         columns = [c for m in metrics for c in resolve_metric(m, available)]
@@ -132,6 +143,7 @@ def compare_table(
                 "run_name": r.info.run_name,
                 "kind": r.data.tags.get("cxrlab.kind", ""),
                 **{p: _param(r, p) for p in PARAMS},
+                "alarm": r.data.tags.get(SHORTCUT_TAG, "-"),  # -: the run explained nothing
                 **{c: metric_value(r, c) for c in columns},
             }
             for r in runs
@@ -173,6 +185,7 @@ def compare_runs(
     tracking_uri: str | None = None,
     heatmaps: bool = False,
     kind: str = "all",
+    alarm: str = "all",
 ) -> dict[str, Any]:
     """The comparison table (plus the robustness table with heatmaps) as CSV and Markdown."""
     from mlflow import MlflowClient
@@ -180,7 +193,7 @@ def compare_runs(
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     uri = tracking.resolve_uri(tracking_uri)
-    runs = find_runs(MlflowClient(uri), experiment, run_ids, kind)
+    runs = find_runs(MlflowClient(uri), experiment, run_ids, kind, alarm)
     table = compare_table(runs, metrics, sort, ascending)
     robustness, pair = None, [r.info.run_id for r in runs[:2]]
     if heatmaps:

@@ -20,6 +20,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         ns.tracking_uri,
         ns.heatmaps,
         ns.kind,
+        ns.alarm,
     )
     print(format_comparison(result))
     return 0
@@ -44,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
         "--metrics",
         default=None,
         help="comma-separated metrics [default: test accuracy, macro F1 and disease recall, "
-        "validation macro F1 and AOPC, where logged]",
+        "validation accuracy and macro F1, AOPC, lung and border focus, where logged]",
     )
     p.add_argument(
         "--sort", default=None, metavar="METRIC", help="sort by this metric, largest first"
@@ -54,6 +55,13 @@ def add_parser(subparsers: Any) -> None:
         "--kind",
         default="all",
         help="all, or the runs of one kind: train | evaluate | explain [default: all]",
+    )
+    p.add_argument(
+        "--alarm",
+        default="all",
+        choices=["all", "yes", "no"],
+        help="all, or only the runs whose shortcut alarm fired (yes) or stayed quiet (no) "
+        "[default: all]",
     )
     p.add_argument("--out", default=None, help="output folder [default: mlruns/comparisons/<time>]")
     p.add_argument(

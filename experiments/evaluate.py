@@ -210,11 +210,26 @@ def log_evaluation(
         "model.head": m["head"],
         "model.finetune": m["finetune"],
     }
+    # Named after the training run when the store knows it: best-epoch007 says little in compare.
+    name = _run_name(uri, results["train_run_id"]) or Path(results["checkpoint"]).stem
     return tracking.log_derived_run(
         uri, results["train_run_id"], EVAL_EXPERIMENT,
-        f"evaluate-{Path(results['checkpoint']).stem}-{results['split']}",
+        f"evaluate-{name}-{results['split']}",
         tags, params, results["metrics"], out,
     )
+
+
+def _run_name(uri: str, run_id: str | None) -> str | None:
+    """The name of a run in this store, else None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return MlflowClient(uri).get_run(run_id).info.run_name
+    except MlflowException:
+        return None
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

@@ -1,29 +1,33 @@
-"""The explanation part of an evaluation: heatmap galleries of TP/FP/FN (or correct/misclassified),
-average heatmaps, eigen-heatmaps, AOPC and focus on the evaluated split."""
+"""The explanation part of an evaluation: the shortcut check that opens every report, and with
+--explain heatmap galleries of TP/FP/FN (or correct/misclassified), average heatmaps,
+eigen-heatmaps, AOPC and focus on the evaluated split."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from callbacks.display import heatmap_grid
 from callbacks.explain_set import (
+    ExplanationSet,
     explain_images,
     explanation_artifacts,
-    explanation_metrics,
+    focus_table,
     heatmaps,
     of_class,
+    shortcut_gallery,
 )
+from callbacks.shortcut import CRITERIA
 from datamodules.images import Decoding
 from datamodules.probe import load_image_set, stratified_sample
 from experiments import tracking
 from experiments.eval_outputs import Predictions
 from experiments.report import Section
 
+PER_CLASS = 50  # images per class that evaluate explains (the shortcut check and --explain)
 FIGURES = ("averages.png", "argmax_map.png", "boxplots.png", "eigen_components.png", "aopc_curve.png")
 
 
@@ -58,34 +62,74 @@ def _gallery(model: Any, rows: pd.DataFrame, classes: list[str], cfg: dict[str, 
     return heatmap_grid(images.images[:, 0], maps, titles=titles, alphas=(0.3, 0.5, 0.7))
 
 
-def explain_report(
-    model: Any,
-    preds: Predictions,
-    data_table: pd.DataFrame,
-    split: str,
-    positive: str | None,
-    cfg: dict[str, Any],
-    out: Path,
-    per_class: int = 50,
-) -> tuple[list[Section], dict[str, float]]:
-    """Write explain/ into `out`; return the report section and `<split>/explain/*` metrics."""
+def explain_split(
+    model: Any, data_table: pd.DataFrame, split: str, cfg: dict[str, Any], focus_only: bool, per_class: int = PER_CLASS
+) -> ExplanationSet:
+    """The shared explanation pass over up to `per_class` images of every class of one split."""
     rows = data_table[data_table["known"] & ((data_table["split"] == split) | (split == "all"))]
     sample = load_image_set(
         stratified_sample(rows, per_class, cfg["seed"]), model.classes, model.input_size, cfg["data"]["crop_margin"],
         Decoding.from_data(cfg["data"]),
     )
-    settings = cfg["explain"]
-    es = explain_images(
-        model, sample.images, sample.labels, model.classes, settings,
-        lung_masks=sample.lung_masks, lesion_masks=sample.lesion_masks, seed=cfg["seed"],
+    return explain_images(
+        model, sample.images, sample.labels, model.classes, cfg["explain"],
+        lung_masks=sample.lung_masks, lesion_masks=sample.lesion_masks, seed=cfg["seed"], focus_only=focus_only,
     )
+
+
+def shortcut_report(es: ExplanationSet, split: str, cfg: dict[str, Any], out: Path) -> Section:
+    """The report's opening section: the verdict, the share of flagged images, the worst cases.
+    Writes explain/focus.csv and explain/shortcut_cases.png."""
+    verdict, alarm = es.verdict, cfg["explain"]["alarm"]
+    folder = out / "explain"
+    gallery = shortcut_gallery(es)
+    files = {"focus.csv": focus_table(es)} | ({"shortcut_cases.png": gallery} if gallery is not None else {})
+    tracking.write_objects(files, folder)
+    rows = []
+    for name, (key, at_least) in CRITERIA.items():
+        if name in es.focus:
+            values = es.focus[name]
+            broken = values < alarm[key] if at_least else values > alarm[key]
+            defined = int((~values.isnan()).sum())
+            rows.append({
+                "focus": name, "threshold": f"{'<' if at_least else '>'} {alarm[key]:g}",
+                "mean": float(values.nanmean()), "images flagged": int(broken.sum()),
+                "share flagged": int(broken.sum()) / defined if defined else float("nan"),
+            })
+    text = [
+        verdict.sentence(),
+        f"{verdict.n_judged} images of the {split} split, {es.primary} heatmaps of the predicted class. "
+        "Focus is the heatmap's mass share in a region over the region's area share (1 = uniform): "
+        f"border = outer {cfg['explain']['border_width']:.0%} of each side, corners = four squares of "
+        f"{cfg['explain']['corner_size']:.0%} of each side, outside the body = outside a body mask "
+        "computed from the image. An image is flagged when any score breaks its threshold "
+        "(explain.alarm.*); the worst cases follow, ranked by how far they break it.",
+    ]
+    shown = ["shortcut_cases.png"] if gallery is not None else []
+    return Section(
+        "Shortcut check", text=text, tables=[pd.DataFrame(rows)],
+        figures=[folder / n for n in shown], images=[f"explain/{n}" for n in shown],
+    )
+
+
+def explain_report(
+    model: Any,
+    preds: Predictions,
+    es: ExplanationSet,
+    split: str,
+    positive: str | None,
+    cfg: dict[str, Any],
+    out: Path,
+    metrics: dict[str, float],
+) -> list[Section]:
+    """Write explain/ into `out`; return the report section (`metrics`: the explain/* metrics of `es`)."""
+    settings = cfg["explain"]
     artifacts = explanation_artifacts(es)
     for name, case in case_rows(preds, split, positive, seed=cfg["seed"]).items():
         artifacts[f"cases_{name}.png"] = _gallery(model, case, model.classes, cfg, es.primary)
     folder = out / "explain"
     tracking.write_objects(artifacts, folder)
-    metrics = explanation_metrics(es)
-    text = [f"{len(sample.labels)} images of the {split} split ({per_class} per class at most), method {es.primary}."]
+    text = [f"{len(es.labels)} images of the {split} split ({PER_CLASS} per class at most), method {es.primary}."]
     tables = []
     if es.aopc is not None:
         a = settings["aopc"]
@@ -102,4 +146,4 @@ def explain_report(
         "Explanations", text=text, tables=tables,
         figures=[folder / n for n in shown], images=[f"explain/{n}" for n in shown],
     )
-    return [section], {f"{split}/{k}": v for k, v in metrics.items() if np.isfinite(v)}
+    return [section]

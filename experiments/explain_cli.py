@@ -26,6 +26,8 @@ def cmd_explain(ns: argparse.Namespace) -> int:
         ns.checkpoint, overrides_from(ns), ns.split, ns.out, ns.max_per_class or None, ns.tracking_uri
     )
     print(f"explained {result['n_images']} images of the {ns.split} split -> {result['out']}")
+    if result["verdict"]:
+        print(result["verdict"])
     for key, value in result["metrics"].items():
         print(f"  {key:<32} {value:.4f}")
     print(f"  MLflow run: {result['run_id']}")

@@ -119,6 +119,7 @@ def test_table_has_both_runs_with_aliases_and_best_values(store: dict[str, Any])
         "backbone",
         "head",
         "finetune",
+        "alarm",
         "test/recall/covid",
         "test/recall/normal",
         "test/macro_f1",
