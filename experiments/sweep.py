@@ -43,7 +43,9 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     if outcome.interrupted:
         print("cxrlab sweep: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    failed = [c for c in outcome.worker_exit_codes if c not in (0, 130)]
+    # A worker killed by a signal was reported, its trial re-queued and replaced; one that exited
+    # with an error is a failure of the launch.
+    failed = [c for c in outcome.worker_exit_codes if c > 0 and c != 130]
     return 1 if failed else 0
 
 

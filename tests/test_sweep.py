@@ -270,10 +270,37 @@ def _wait_for_running(name: str, proc: subprocess.Popen[bytes], timeout: float =
     raise AssertionError("no trial started")
 
 
-def _cli(config: Path, *args: str) -> subprocess.Popen[bytes]:
+def _cli(config: Path, *args: str, output: bool = False) -> subprocess.Popen[bytes]:
+    """`cxrlab sweep` as its own process; `output`: keep stdout+stderr (read with communicate)."""
     cmd = [sys.executable, "-m", "experiments.cli", "sweep", "--config", str(config), "--gpus", "none", *args]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output else subprocess.DEVNULL)
+
+
+def test_killed_worker_is_requeued_within_the_launch(in_tmp_cwd: Path, folder_tree: Path) -> None:
+    """SIGKILL one of two workers mid-trial: the launcher says so, fails and re-queues the trial at
+    once (no heartbeat grace to wait out), and still delivers the trials it was asked for."""
+    search = {"sampler": "random", "params": MLP}  # default heartbeat grace: re-queue must not wait for it
+    config = sweep_yaml(in_tmp_cwd / "kill.yaml", search, **{"data.root": str(folder_tree), "trainer.max_epochs": 2})
+    proc = _cli(config, "--n-trials", "2", "--workers", "2", output=True)
+    victim = _wait_for_running("kill", proc)
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    assert f"died: killed by SIGKILL; trial(s) {victim.number} failed and re-queued" in out
+    trials = load("kill").trials
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert trials[victim.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    client = mlflow()
+    dead = client.get_run(victim.user_attrs[RUN_ATTR])
+    assert dead.info.status == "KILLED" and "killed by SIGKILL" in dead.data.tags["cxrlab.error"]
+    parent = client.get_run(load("kill").user_attrs[PARENT_ATTR])
+    runs = children(parent.info.run_id)
+    assert len(runs) == 3 and all(r.info.status != "RUNNING" for r in runs)
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= max(r.info.end_time for r in runs)
 
 
 @pytest.mark.slow
@@ -321,3 +348,17 @@ def test_two_workers_on_postgresql(in_tmp_cwd: Path, folder_tree: Path, postgres
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
     assert len(children(outcome.parent_run_id)) == 2
+
+
+def test_shipped_phantom_sweep_runs_with_its_own_loader_workers(in_tmp_cwd: Path) -> None:
+    """The shipped config as a user runs it (2 sweep workers, each with data.num_workers: 2 spawned
+    loader processes); only the data size, the trial count and the epochs are cut."""
+    assert main(["data", "phantom", "phantom", "--n-per-class", "40", "--size", "96", "--quiet"]) == 0
+    code = main([
+        "sweep", "--config", "phantom_sweep", "--data.root", "phantom", "--n-trials", "2", "--workers", "2",
+        "--gpus", "none", "--trainer.max_epochs", "1",
+    ])
+    assert code == 0
+    study = load("phantom_sweep")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("error") for t in study.trials]
+    assert all(r.info.status == "FINISHED" for r in children(study.user_attrs[PARENT_ATTR]))
