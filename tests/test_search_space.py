@@ -14,7 +14,7 @@ from experiments.config import ConfigError, flatten, load_config, to_dict
 from experiments.search_space import build_pruner, build_sampler, parse_search, suggest
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-SWEEPS = ("phantom_sweep", "sweep_backbones", "sweep_aopc_pair")
+SWEEPS = ("phantom_sweep", "sweep_backbones", "sweep_aopc_pair", "phantom_shortcut_sweep")
 WHERE = "my_sweep.yaml"
 
 
@@ -189,3 +189,6 @@ def test_shipped_sweeps_parse(name: str) -> None:
         assert spec.objectives == ("val/disease_recall", "explain/aopc_gap") and not spec.pruned
     if name == "phantom_sweep":
         assert spec.sampler == "tpe" and spec.pruner == "median" and spec.pruned
+    if name == "phantom_shortcut_sweep":
+        assert spec.objectives == ("val/macro_f1", "explain/border_focus")
+        assert spec.directions == ("maximize", "minimize") and spec.multi_objective and not spec.pruned
