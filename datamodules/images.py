@@ -15,8 +15,9 @@ from experiments.config import DataConfig
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"} | DICOM_SUFFIXES
-# Raw detector images: their extremes are collimator edges, markers and open-field exposure, so
-# without a useful VOI window the percentiles of the pixels set black and white, not min/max.
+# Raw detector images (more than 8 bits: an 8-bit file was windowed for display already): their
+# extremes are collimator edges, markers and open-field exposure, so without a useful VOI window
+# the percentiles of the pixels set black and white, not min/max.
 PROJECTION_MODALITIES = {"CR", "DX", "RG"}
 # A VOI window over at least this share of the detector's value range only says "show everything".
 FULL_RANGE_SHARE = 0.9
@@ -102,7 +103,8 @@ def _dicom_policy(ds: Any, requested: str) -> str:
         return "voi"  # a LUT is a deliberate display curve
     if _has_window(ds) and not _window_spans_detector(ds):
         return "voi"
-    return "percentile" if str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES else "voi"
+    raw = str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES and int(ds.BitsStored) > 8
+    return "percentile" if raw else "voi"
 
 
 def _has_window(ds: Any) -> bool:

@@ -87,7 +87,8 @@ class DataConfig:
         "auto",
         "DICOM intensities after the modality LUT: voi (the file's VOI LUT or window; min-max without "
         "one) | percentile (data.dicom_percentiles of the pixels become black and white) | auto (voi, "
-        "but percentile for CR/DX/RG files whose window is missing or spans the detector range)",
+        "but percentile for CR/DX/RG files of more than 8 bits whose window is missing or spans "
+        "the detector range)",
     )
     dicom_percentiles: list[float] = _f(
         [0.5, 99.5], "low,high pixel percentiles that percentile windowing maps to black and white"

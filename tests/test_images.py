@@ -79,9 +79,14 @@ def test_dicom_without_window_min_max(tmp_path: Path, suffix: str) -> None:
     np.testing.assert_allclose(read_image(path, VOI), expected, atol=1e-6)
     half = write_dicom(tmp_path / f"c{suffix}", pixels, bits_stored=12, WindowCenter=900)  # no width: no window
     np.testing.assert_allclose(read_image(half, VOI), expected, atol=1e-6)
-    # auto keeps min-max for a secondary capture: its pixels were already meant for display
+    # auto keeps min-max where the pixels were already meant for display: a secondary capture,
+    # or an 8-bit CR export
     sc = write_dicom(tmp_path / f"sc{suffix}", pixels, modality="OT", bits_stored=12)
     np.testing.assert_allclose(read_image(sc), expected, atol=1e-6)
+    eight = ramp(top=200) + 20
+    cr8 = write_dicom(tmp_path / f"cr8{suffix}", eight, modality="CR", bits_stored=8)
+    np.testing.assert_allclose(read_image(cr8), (eight - 20) / 200, atol=1e-6)
+    assert not np.allclose(read_image(cr8, PERCENTILE), (eight - 20) / 200, atol=1e-3)
 
 
 def test_dicom_monochrome1_inverted(tmp_path: Path) -> None:
