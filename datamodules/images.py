@@ -139,7 +139,7 @@ def _read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
     # runs on the header alone.
     ds = pydicom.dcmread(str(path), defer_size="64 KB")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    decoding.check_size(path, (frames, int(ds.Rows), int(ds.Columns)))
+    decoding.check_size(path, (int(ds.Rows), int(ds.Columns)) + ((frames,) if frames > 1 else ()))
     arr = ds.pixel_array
     if frames > 1:
         arr = arr[0]  # a CXR has one frame; later ones are duplicates or derived views

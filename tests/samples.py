@@ -56,7 +56,7 @@ def write_dicom(
     transfer_syntax: str | None = None,
     **attributes: object,
 ) -> Path:
-    """A minimal single-frame grayscale DICOM file built with pydicom.
+    """A minimal grayscale DICOM file built with pydicom ([frames,] rows, columns `pixels`).
 
     `window` is (center, width); `attributes` are set as they are (LUT sequences, NumberOfFrames);
     `transfer_syntax` compresses the pixels (JPEG 2000, JPEG-LS, RLE) with pydicom's encoders.
@@ -73,7 +73,9 @@ def write_dicom(
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = modality
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1

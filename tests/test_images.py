@@ -243,9 +243,12 @@ def test_decompression_bomb_refused_unread(tmp_path: Path, max_pixels: int) -> N
 
 def test_pixel_limit_checked_from_dicom_header(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "big.dcm", ramp(64, 80, top=4095), bits_stored=12)
-    with pytest.raises(ImageTooLarge, match=r"big.dcm: 1 x 64 x 80 = 5120 pixels exceeds data.max_pixels=5000"):
+    with pytest.raises(ImageTooLarge, match=r"big.dcm: 64 x 80 = 5120 pixels exceeds data.max_pixels=5000"):
         read_image(path, Decoding(max_pixels=5000))
     assert read_image(path, Decoding(max_pixels=5120)).shape == (64, 80)
+    frames = write_dicom(tmp_path / "frames.dcm", np.stack([ramp(64, 80, top=4095)] * 3), bits_stored=12)
+    with pytest.raises(ImageTooLarge, match=r"frames.dcm: 64 x 80 x 3 = 15360 pixels"):  # every frame decodes
+        read_image(frames, Decoding(max_pixels=10000))
 
 
 def test_decoding_from_config_keys() -> None:
