@@ -129,7 +129,9 @@ def property_stats(images: pd.DataFrame) -> pd.DataFrame:
     for label, g in ok.groupby("label"):
         row: dict[str, Any] = {"label": label, "images": len(g)}
         for col in NUMERIC:
-            row[f"{col}_min"], row[f"{col}_median"], row[f"{col}_max"] = g[col].min(), g[col].median(), g[col].max()
+            digits = 1 if col == "file_kb" else 0
+            for stat in ("min", "median", "max"):
+                row[f"{col}_{stat}"] = round(float(g[col].agg(stat)), digits)
         row["bits"] = ",".join(f"{int(b)}:{n}" for b, n in g["bits"].value_counts().sort_index().items())
         row["modes"] = ",".join(f"{m}:{n}" for m, n in g["mode"].value_counts().items())
         rows.append(row)
@@ -173,7 +175,7 @@ def report_text(ins: Inspection) -> str:
         lines += ["", f"== {name.replace('_', ' ')}", t.to_string()]
     stats = property_stats(images)
     if len(stats):
-        lines += ["", "== image properties per class", stats.to_string(index=False, float_format=lambda v: f"{v:.0f}")]
+        lines += ["", "== image properties per class", stats.to_string(index=False, float_format=lambda v: f"{v:g}")]
     if len(ins.skipped):
         reasons = ins.skipped["error"].str.split(": ", n=1).str[-1].str.split(";").str[0].value_counts()
         lines += ["", f"== skipped rows ({len(ins.skipped)})", reasons.to_string()]
