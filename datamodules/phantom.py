@@ -20,6 +20,9 @@ from tqdm.auto import tqdm
 PHANTOM_CLASSES: tuple[str, ...] = ("normal", "bacteria", "virus", "covid")
 COLUMNS: tuple[str, ...] = ("path", "label", "patient_id", "mask_path", "lesion_path", "shortcut")
 MAX_IMAGES_PER_PATIENT = 3
+# Faint, variable findings: a clean ResNet-18 on the demo set reaches about 0.95 test accuracy,
+# high but imperfect, so reports, intervals and calibration carry information (0.5 gave 1.000).
+DEFAULT_DIFFICULTY = 0.8
 
 # 5x5 burnt-in glyphs, one per class index; each class also owns one corner (see _burn_marker).
 _GLYPHS = np.array(
@@ -455,7 +458,7 @@ def render_phantom(
     rng: np.random.Generator,
     label: str,
     size: int,
-    difficulty: float = 0.5,
+    difficulty: float = DEFAULT_DIFFICULTY,
     marker: int | None = None,
 ) -> PhantomView:
     """One frontal phantom radiograph with its lung, lesion and body masks."""
@@ -577,7 +580,7 @@ def generate_phantom(
     seed: int = 0,
     classes: Sequence[str] = PHANTOM_CLASSES,
     shortcut: float = 0.0,
-    difficulty: float = 0.5,
+    difficulty: float = DEFAULT_DIFFICULTY,
     workers: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:

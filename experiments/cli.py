@@ -141,7 +141,8 @@ def cmd_phantom(ns: argparse.Namespace) -> int:
     classes = [c.strip() for c in ns.classes.split(",") if c.strip()]
     table = generate_phantom(
         ns.out, n_per_class=ns.n_per_class, size=ns.size, seed=ns.seed, classes=classes,
-        shortcut=ns.shortcut, difficulty=ns.difficulty, workers=ns.workers, progress=not ns.quiet,
+        shortcut=ns.shortcut, workers=ns.workers, progress=not ns.quiet,
+        **({"difficulty": ns.difficulty} if "difficulty" in ns else {}),
     )
     print(f"wrote {len(table)} images of {len(classes)} classes ({table['patient_id'].nunique()} patients) to {ns.out}")
     print(f"train on it: cxrlab train --config phantom_demo --data.root {ns.out}")
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset [default: 0]")
     ph.add_argument("--classes", default="normal,bacteria,virus,covid", help="comma-separated subset of normal,bacteria,virus,covid [default: all four]")
     ph.add_argument("--shortcut", type=float, default=0.0, help="share of images with a class-correlated corner marker (the artefact trap) [default: 0]")
-    ph.add_argument("--difficulty", type=float, default=0.5, help="0 (obvious findings) .. 1 (faint, variable) [default: 0.5]")
+    ph.add_argument("--difficulty", type=float, default=argparse.SUPPRESS, help="0 (obvious findings) .. 1 (faint, variable) [default: datamodules.phantom.DEFAULT_DIFFICULTY, where a clean demo model is good but not perfect]")
     ph.add_argument("--workers", type=int, default=1, help="worker processes [default: 1]")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")
     ph.set_defaults(func=cmd_phantom)
