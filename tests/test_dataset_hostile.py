@@ -9,11 +9,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import dataset_trees as trees
 import pandas as pd
 import pytest
 import torch
 
-import dataset_trees as trees
 from callbacks.focus import mask_focus
 from datamodules.datamodule import CXRDataModule
 from datamodules.probe import load_image_set

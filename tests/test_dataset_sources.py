@@ -8,10 +8,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import dataset_trees as trees
 import pandas as pd
 import pytest
 
-import dataset_trees as trees
 from datamodules.probe import load_image_set
 from datamodules.sources import SourceOptions, detect_source, read_source, source_names
 from datamodules.splits import split_leaks

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import dataset_trees as trees
 import pandas as pd
 import pytest
 
-import dataset_trees as trees
 from datamodules.inspection import inspect_dataset
 from experiments.cli import main
 from experiments.config import load_config, to_dict

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import dataset_trees as trees
 import mlflow
 import pytest
 
-import dataset_trees as trees
 from experiments.cli import main
 
 # config -> (tree writer, data.root inside the written folder, input size, AOPC region side, source).

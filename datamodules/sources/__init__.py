@@ -4,15 +4,16 @@ The registry (registry.py) maps data.source names to adapters; each adapter modu
 itself when imported below, so the order here is the order `cxrlab data sources` lists them.
 """
 
-from datamodules.sources import (  # noqa: F401  (imported to register the adapters)
-    csv_folder,
-    kermany,
-    coronahack,
-    covid_radiography,
-    cohen,
-    covidx,
-    combine,
-)
+# Registration order is listing order (the generic sources first), so these stay unsorted.
+# isort: off
+from datamodules.sources import csv_folder  # noqa: F401  (imported to register the adapters)
+from datamodules.sources import kermany  # noqa: F401
+from datamodules.sources import coronahack  # noqa: F401
+from datamodules.sources import covid_radiography  # noqa: F401
+from datamodules.sources import cohen  # noqa: F401
+from datamodules.sources import covidx  # noqa: F401
+from datamodules.sources import combine  # noqa: F401
+# isort: on
 from datamodules.sources.csv_folder import csv_source, folder_source
 from datamodules.sources.load import Loaded, data_root, load_source, load_table, read_source
 from datamodules.sources.options import SourceOptions
