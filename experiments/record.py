@@ -66,6 +66,8 @@ class RunRecorder(L.Callback):
             "data.n_val": str(int((table["split"] == "val").sum())),
             "data.n_test": str(int((table["split"] == "test").sum())),
             "data.skipped_images": str(len(dm.skipped)),
+            # data.source=combine mixes datasets: how many images each contributed.
+            "data.images_per_source": ",".join(f"{k}:{v}" for k, v in table["source"].value_counts().items()),
         }
         # A resumed run keeps its params (MLflow forbids changing them); new keys are added.
         existing = client.get_run(run_id).data.params
@@ -76,7 +78,7 @@ class RunRecorder(L.Callback):
             client.log_batch(run_id, params=fresh[i : i + 100])
         if self.resumed_from:
             client.set_tag(run_id, "cxrlab.resumed_from", self.resumed_from)
-        files = {"config.yaml": to_yaml(self.config), "splits.csv": table[["path", "label", "patient_id", "split"]]}
+        files = {"config.yaml": to_yaml(self.config), "splits.csv": table[["path", "label", "patient_id", "source", "split"]]}
         if len(dm.skipped):
             files["skipped_images.csv"] = dm.skipped
         tracking.log_objects(client, run_id, files)

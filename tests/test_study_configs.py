@@ -38,3 +38,5 @@ def test_study_config_trains_on_its_dataset(config: str, in_tmp_cwd: Path) -> No
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED"
     assert run.data.params["data.source"] == source and int(run.data.params["data.n_train"]) > 0
+    per_source = dict(kv.split(":") for kv in run.data.params["data.images_per_source"].split(","))
+    assert set(per_source) == ({"coronahack", "cohen"} if source == "combine" else {source})

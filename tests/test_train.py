@@ -126,7 +126,7 @@ def test_run_artifacts(tiny_run: TinyRun, folder_tree: Path) -> None:
     )
     assert cfg["data"]["root"] == str(folder_tree) and cfg["data"]["image_size"] == 32
     splits = pd.read_csv(client.download_artifacts(run_id, "splits.csv", str(dst)))
-    assert list(splits.columns) == ["path", "label", "patient_id", "split"]
+    assert list(splits.columns) == ["path", "label", "patient_id", "source", "split"]
     assert splits["split"].value_counts().to_dict() == {"train": 30, "val": 9, "test": 9}
     png = Path(client.download_artifacts(run_id, "val_roc.png", str(dst))).read_bytes()
     assert png[:8] == PNG_MAGIC
