@@ -247,6 +247,8 @@ def test_unseen_label_is_reported_not_an_error(
             str(ckpt),
             "--data.root",
             str(other),
+            "--data.allow_outside_root",  # the CSV lists the training images by absolute path
+            "true",
             "--out",
             "unseen",
             "--quiet",
@@ -288,7 +290,8 @@ def test_mismatched_classes_exit_2_with_the_fix(
     root, data, ckpt, _ = trained
     mapping = {"covid": "COVID-19", "normal": "Normal", "pneumonia": "Pneumonia"}
     foreign = _relabelled(data, root / "foreign/data.csv", mapping)
-    assert main(["evaluate", str(ckpt), "--data.root", str(foreign), "--quiet"]) == 2
+    args = ["--data.root", str(foreign), "--data.allow_outside_root", "true", "--quiet"]
+    assert main(["evaluate", str(ckpt), *args]) == 2
     err = capsys.readouterr().err
     assert str(foreign) in err and "--data.label_map" in err and "no image has a label" in err
     assert main(["evaluate", str(ckpt), "--data.classes", "normal,covid", "--quiet"]) == 2
