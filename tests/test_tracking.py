@@ -60,3 +60,39 @@ def test_log_inputs_other_errors_are_not_swallowed(tmp_path: Path) -> None:
     with pytest.raises(MlflowException, match="run gone"):
         tracking.log_inputs_once(client, mine, [dataset_input()])
     assert client.calls == 1
+
+
+def test_two_trainings_started_together_on_a_new_store_are_both_recorded(tmp_path: Path, folder_tree: Path) -> None:
+    """Both processes reach MLflow's table creation on a store that does not exist yet."""
+    import os
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "experiments.cli", "train", "--config", "ci_tiny", "--data.root", str(folder_tree),
+           "--tracking.uri", uri, "--trainer.limit_train_batches", "1", "--explain.enabled", "false"]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([*cmd, "--tracking.run_name", f"run{i}"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ci-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["run0", "run1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_half_created_store_gets_one_line_with_the_way_out(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "broken" / "mlflow.db"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:  # what an interrupted migration can leave: a revision MLflow never wrote
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('half0done')")
+    with pytest.raises(tracking.StoreError) as err:
+        tracking.resolve_uri(f"sqlite:///{db}")
+    message = str(err.value)
+    assert "\n" not in message and f"rm {db}" in message and "half-created or damaged" in message
