@@ -234,3 +234,22 @@ def test_label_map_and_classes_on_top(coronahack: Path, make_config: Any) -> Non
         three.prepare_table()
     assert dm.classes == ["covid", "non_covid"] and dm.table["label"].value_counts()["non_covid"] == 18
     assert three.table["label"].value_counts().to_dict() == {"pneumonia": 12, "covid": 6, "normal": 6}
+
+
+def test_config_checks_source_names_from_the_registry() -> None:
+    from experiments.config import ConfigError, load_config
+
+    for name in source_names():
+        assert load_config(overrides={"data.source": name}).data.source == name
+    with pytest.raises(ConfigError, match=r"data.source='kermani' is not one of auto, csv, .*did you mean 'kermany'"):
+        load_config(overrides={"data.source": "kermani"})
+    with pytest.raises(ConfigError, match="data.official_split and data.folds=4 exclude each other"):
+        load_config(overrides={"data.official_split": True, "data.folds": 4})
+
+
+def test_ambiguous_auto_detection_names_the_candidates(kermany: Path, tmp_path: Path) -> None:
+    both = shutil.copytree(kermany, tmp_path / "both")
+    (both / "train.txt").write_text("1 a.png negative\n")
+    (both / "test.txt").write_text("2 b.png negative\n")
+    with pytest.raises(ValueError, match=r"data.source=auto is ambiguous \(looks like kermany, covidx\)"):
+        detect_source(both)
