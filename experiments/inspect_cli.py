@@ -39,15 +39,18 @@ def add_parser(dsub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser(
         "inspect", help="counts, image properties, duplicates, leaks and confounders of a dataset",
         usage="cxrlab data inspect --data.root DIR [--data.source NAME] [--out DIR] [--config FILE] [--data.KEY VALUE ...]",
-        description="Read a dataset the way training would (same source adapter, label map and skips) and "
-        "report: images per class, official split, source and patient; width, height, file size, bit "
-        "depth and mode per class; unreadable files; byte-identical duplicates; patients in more than "
-        "one official split; and a WARNING for every file property that separates two classes "
-        "(pairwise AUC or share >= 0.9) - a shortcut a model can learn instead of anatomy.\n"
-        "  cxrlab data inspect --data.source kermany --data.root chest_xray --out inspect/\n"
-        "With --out: report.txt, images.csv (one row per image), properties.csv, class_by_split.csv, "
-        "class_by_source.csv, patients.csv, duplicates.csv, unreadable.csv, skipped_images.csv, "
-        "leaks.csv and class_balance.png. `cxrlab data sources` lists the sources.",
+        description=(
+            "Read a dataset the way training would (same source adapter, label map and skips) and\n"
+            "report: images per class, official split, source and patient; width, height, file size,\n"
+            "bit depth and mode per class; unreadable files; byte-identical duplicates; patients in\n"
+            "more than one official split; and a WARNING, with the ranges per class, for every file\n"
+            "property that separates two classes (pairwise AUC or share told apart >= 0.9): a\n"
+            "shortcut a model can learn instead of anatomy.\n\n"
+            "  cxrlab data inspect --data.source kermany --data.root chest_xray --out inspect/\n\n"
+            "With --out: report.txt, images.csv (one row per image), properties.csv,\n"
+            "class_by_split.csv, class_by_source.csv, patients.csv, duplicates.csv, unreadable.csv,\n"
+            "skipped_images.csv, leaks.csv and class_balance.png. `cxrlab data sources` lists the sources."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", help="take the data section from this YAML config (or a shipped one's name)")
