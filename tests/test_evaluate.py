@@ -128,7 +128,11 @@ def test_every_output_file_is_well_formed(evaluated: tuple[Path, dict[str, Any]]
     } <= m.keys()
     html = (out / "report.html").read_text()
     # Self-contained: every figure is embedded and nothing is fetched from elsewhere.
-    assert html.count('src="data:image/png;base64,') == len(pngs)
+    # ... and the shortcut check's gallery of worst cases, in the section the report opens with.
+    assert html.count('src="data:image/png;base64,') == len(pngs) + 1
+    assert html.index("<h2>Shortcut check</h2>") < html.index("<h2>Overview</h2>")
+    assert "shortcut alarm" in html.lower() and (out / "explain" / "focus.csv").is_file()
+    assert m["shortcut"]["n_judged"] > 0 and "test/explain/border_focus" in m["metrics"]
     assert "http://" not in html and "https://" not in html and "<link" not in html
     md = (out / "report.md").read_text()
     assert all(f"]({name}.png)" in md for name in pngs)
