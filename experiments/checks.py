@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from callbacks.explain_set import check_aopc_grid
 from experiments.config import Config, ConfigError
-from lightning_modules.backbones import default_input_size, feature_map_size
+from lightning_modules.backbones import backbone_blocks, default_input_size, feature_map_size
 
 MONITOR_PREFIXES = ("val/", "explain/")
 
@@ -31,6 +31,13 @@ def _check(cfg: Config) -> None:
             f"model.pool={m.pool} is larger than the {h}x{w} feature map of {m.backbone} at {size} px; "
             "lower model.pool or raise data.image_size"
         )
+    if m.finetune.startswith("last:"):
+        blocks = backbone_blocks(m.backbone)
+        if int(m.finetune[5:]) > len(blocks):
+            raise ValueError(
+                f"model.finetune={m.finetune!r} but {m.backbone} has {len(blocks)} blocks "
+                f"({', '.join(blocks)}); use last:1..last:{len(blocks)}, or full"
+            )
     if not t.monitor.startswith(MONITOR_PREFIXES):
         raise ValueError(
             f"trainer.monitor={t.monitor!r} is not a validation metric; use val/macro_f1, val/acc, "

@@ -216,11 +216,7 @@ def _timm_backbone(name: str, weights: str) -> Backbone:
         raise ValueError(f"model.backbone={name!r}: timm could not build it ({e})") from None
     features = TimmFeatures(model)
     cfg = model.pretrained_cfg
-    # Stages without parameters (a bare activation) cannot start a fine-tuned part.
-    blocks = [
-        f"model.{info['module']}" for info in model.feature_info
-        if any(True for _ in model.get_submodule(info["module"]).parameters())
-    ]
+    blocks = [f"model.{b}" for b in _timm_stage_starts(model)]
     return Backbone(
         name=name,
         features=features,
@@ -231,6 +227,27 @@ def _timm_backbone(name: str, weights: str) -> Backbone:
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
         std=tuple(cfg.get("std", IMAGENET_STD)),
     )
+
+
+def _timm_stage_starts(model: nn.Module) -> list[str]:
+    """The first top-level child with parameters of each feature stage of a timm model.
+
+    timm's feature_info marks where each stage ends, often at a bare activation (Xception's
+    act2, act4) that cannot start a fine-tuned part; a stage starts after the previous one ends.
+    """
+    children = [n for n, _ in model.named_children()]
+    ends = sorted({children.index(info["module"].split(".")[0]) for info in model.feature_info})
+    starts, begin = [], 0
+    for end in ends:
+        first = next(
+            (children[i] for i in range(begin, end + 1)
+             if any(True for _ in model.get_submodule(children[i]).parameters())),
+            None,
+        )
+        if first is not None:
+            starts.append(first)
+        begin = end + 1
+    return starts
 
 
 class TimmFeatures(nn.Module):
@@ -279,12 +296,24 @@ def default_input_size(name: str) -> int:
     return REGISTRY[name].input_size
 
 
+@functools.lru_cache(maxsize=32)
+def _meta_backbone(name: str) -> Backbone:
+    """The backbone built on the meta device: shapes and names only, no memory, no weights."""
+    with torch.device("meta"):
+        return build_backbone(name, "none")
+
+
+def backbone_blocks(name: str) -> list[str]:
+    """The ordered fine-tuning blocks of a backbone, without building its weights."""
+    return list(_meta_backbone(name).blocks)
+
+
 @functools.lru_cache(maxsize=64)
 def feature_map_size(name: str, image_size: int) -> tuple[int, int]:
-    """The [h, w] of the backbone's feature maps for a square input, computed on the meta device
-    (shapes only: no memory, no weights), so configs can be checked before anything is built."""
+    """The [h, w] of the backbone's feature maps for a square input, computed on the meta device,
+    so configs can be checked before anything is built."""
+    features = _meta_backbone(name).features.eval()
     with torch.device("meta"):
-        features = build_backbone(name, "none").features.eval()
         try:
             out = features(torch.empty(1, 3, image_size, image_size))
         except (RuntimeError, ValueError):

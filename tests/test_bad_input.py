@@ -94,3 +94,8 @@ def test_zero_byte_checkpoint(in_tmp_cwd: Path, capsys: Capture, argv: list[str]
     line = one_error_line(capsys)
     assert f"{ckpt}: checkpoint is empty (0 bytes)" in line and "use another .ckpt" in line
     assert not (in_tmp_cwd / "mlruns").exists()
+
+
+def test_finetune_deeper_than_the_backbone(in_tmp_cwd: Path, folder_tree: Path, capsys: Capture) -> None:
+    assert train("--data.root", str(folder_tree), "--model.finetune", "last:9") == 2
+    assert "model.finetune='last:9' but resnet18 has 5 blocks (stem, layer1, layer2, layer3, layer4)" in one_error_line(capsys)

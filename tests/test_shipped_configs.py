@@ -1,0 +1,85 @@
+"""Every shipped config loads (a sweep's whole search space included) and runs, as a user runs it,
+with overrides only for sizes and epochs (and weights: none: tests never download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from test_study_configs import STUDIES
+
+import dataset_trees as trees
+from experiments.checks import check_config
+from experiments.cli import CONFIG_DIR, main
+from experiments.config import load_config, read_yaml
+from experiments.sweep_runner import load_sweep
+
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+SWEEPS = [c for c in CONFIGS if "search" in read_yaml(CONFIG_DIR / f"{c}.yaml")]
+SMALL = ["--trainer.max_epochs", "1", "--data.batch_size", "8", "--explain.display_size", "32",
+         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
+# Configs the phantom set can feed: (input size, AOPC region) scaled for the CPU.
+ON_PHANTOM = {"ci_tiny": (32, 8), "phantom_demo": (64, 14)}
+# Sweeps: (fixture-tree writer or None for the phantom, input size, AOPC region). Inception needs
+# >= 75 px, so the backbone grid runs at 80 px.
+SWEEP_DATA = {
+    "phantom_sweep": (None, 64, 14),
+    "phantom_shortcut_sweep": (None, 128, 16),  # its maxpool-mlp(4) head needs a 4x4 feature map
+    "sweep_aopc_pair": (trees.write_covid_radiography, 128, 25),
+    "sweep_backbones": (trees.write_kermany, 80, 16),
+}
+
+
+def test_every_config_is_run_by_a_test() -> None:
+    covered = set(ON_PHANTOM) | set(SWEEP_DATA) | set(STUDIES)
+    assert covered == set(CONFIGS), f"configs without a run test: {set(CONFIGS) - covered}"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_and_passes_the_whole_checks(name: str) -> None:
+    """Plain configs pass the cross-field checks; a sweep's every sampleable corner does too."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if name in SWEEPS:
+        load_sweep(path)
+    else:
+        check_config(load_config(path), str(path))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from datamodules.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom") / "ph"
+    generate_phantom(root, n_per_class=16, size=64, seed=0, progress=False)
+    return root
+
+
+def _runs(work: Path) -> list[mlflow.entities.Run]:
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize("name", list(ON_PHANTOM))
+def test_config_trains_on_the_phantom(name: str, phantom: Path, in_tmp_cwd: Path) -> None:
+    size, region = ON_PHANTOM[name]
+    args = ["train", "--config", name, "--data.root", str(phantom), "--data.image_size", str(size),
+            "--explain.aopc.region", str(region), *SMALL]
+    assert main(args) == 0
+    (run,) = _runs(in_tmp_cwd)
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("name", list(SWEEP_DATA))
+def test_sweep_config_runs_a_trial(name: str, phantom: Path, in_tmp_cwd: Path) -> None:
+    write, size, region = SWEEP_DATA[name]
+    root = phantom if write is None else write(in_tmp_cwd / "download")
+    args = ["sweep", "--config", name, "--data.root", str(root), "--n-trials", "1", "--workers", "1",
+            "--model.weights", "none", "--data.image_size", str(size), "--explain.aopc.region", str(region),
+            "--data.num_workers", "0", *SMALL]
+    assert main(args) == 0
+    runs = _runs(in_tmp_cwd)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 1  # k-fold studies nest one run per fold under the trial's run
+    assert all(r.info.status == "FINISHED" for r in runs)
