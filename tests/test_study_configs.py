@@ -31,6 +31,7 @@ def test_study_config_trains_on_its_dataset(config: str, in_tmp_cwd: Path) -> No
         "train", "--config", config, "--data.root", str(root), "--model.weights", "none",
         "--data.image_size", str(size), "--explain.aopc.region", str(region), "--explain.display_size", "32",
         "--trainer.max_epochs", "1", "--data.batch_size", "8", "--data.num_workers", "0",
+        "--explain.probe_per_class", "2",
         "--trainer.enable_progress_bar", "false",
     ]
     assert main(args) == 0
