@@ -157,7 +157,9 @@ def test_metrics_equal_sklearn_on_predictions(evaluated: tuple[Path, dict[str, A
     assert flat["test/auroc"] == pytest.approx(metrics.roc_auc_score(y, p, multi_class="ovr"))
     cm = pd.read_csv(out / "confusion_matrix.csv", index_col=0).to_numpy()
     assert (cm == metrics.confusion_matrix(y, pred)).all()
-    assert flat["test/acc"] > 0.4  # the tiny model learned something: the checks are not vacuous
+    # Not vacuous: the probabilities differ between images (an accuracy bar would test the CPU's
+    # kernels on a 2-epoch model, not the metrics).
+    assert p.std(axis=0).min() > 0
 
 
 def test_zero_fn_threshold_is_the_largest_without_false_negatives(
