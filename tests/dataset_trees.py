@@ -215,7 +215,8 @@ COHEN_OLD_ROWS = [  # flat findings, no folder column
     ("1", "COVID-19, ARDS", "PA", "X-ray", "old-covid-2.jpg", "covid"),
     ("2", "SARS", "PA", "X-ray", "old-sars-1.jpg", "virus"),
     ("3", "Streptococcus", "PA", "X-ray", "old-strep-1.jpg", "bacteria"),
-    ("4", "ARDS", "PA", "X-ray", "old-ards-1.jpg", None),
+    ("4", "ARDS", "PA", "X-ray", "old-ards-1.jpg", "ards"),  # an unlisted leaf is its own label
+    ("5", "Unknown", "PA", "X-ray", "old-unknown-1.jpg", None),
 ]
 
 

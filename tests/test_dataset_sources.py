@@ -153,7 +153,7 @@ def test_cohen_older_header(base: Path) -> None:
     loaded = read(root)
     kept = {r[4]: r[5] for r in trees.COHEN_OLD_ROWS if r[5]}
     assert dict(zip(loaded.table["path"].map(lambda p: Path(p).name), loaded.table["label"], strict=True)) == kept
-    assert len(loaded.skipped) == 1 and "'ARDS'" in loaded.skipped["error"].iloc[0]
+    assert len(loaded.skipped) == 1 and "'Unknown'" in loaded.skipped["error"].iloc[0]
 
 
 def test_covidx(covidx: Path) -> None:

@@ -31,21 +31,25 @@ LEAVES = {
 CATEGORIES = {"viral": "virus", "bacterial": "bacteria", "fungal": "fungal"}  # hierarchy level 2
 
 
+UNMAPPED = {"todo", "unknown"}  # placeholders in the metadata, not findings
+
+
 def finding_label(finding: str) -> str | None:
     """Pneumonia/Viral/COVID-19 -> covid, .../Bacterial/... -> bacteria, No Finding -> normal.
 
-    Older flat findings go through LEAVES; the first of several ("COVID-19, ARDS") decides.
-    None: a finding outside the map (todo, Unknown, ARDS alone, ...).
+    Older flat findings go through LEAVES; the first of several ("COVID-19, ARDS") decides. Any
+    other leaf becomes its own label (Pneumonia/Lipoid -> lipoid), for data.label_map to merge.
+    None: no finding recorded (todo, Unknown, empty).
     """
     parts = [p.strip().lower() for p in finding.split(",")[0].split("/") if p.strip()]
-    if not parts:
+    if not parts or parts[-1] in UNMAPPED:
         return None
     if "covid-19" in parts:
         return "covid"
     for p in parts:
         if p in CATEGORIES:
             return CATEGORIES[p]
-    return LEAVES.get(parts[-1])
+    return LEAVES.get(parts[-1], parts[-1].replace(" ", "_"))
 
 
 def _is_cohen(root: Path) -> bool:
@@ -84,7 +88,7 @@ def load_cohen(root: Path, options: SourceOptions) -> pd.DataFrame:
         elif view and not options.view_allowed(view):
             skip = f"view {view} is not in data.views {list(options.views)}"
         elif label is None:
-            skip = f"finding {r['finding']!r} is outside the label map"
+            skip = f"finding {r['finding']!r} is outside the label map (no finding recorded)"
         else:
             skip = ""
         rows.append({

@@ -46,6 +46,11 @@ def dataset_dir(root: Path) -> Path | None:
     return None
 
 
+def _key(name: str) -> str:
+    """How a file stem and its xlsx FILE NAME meet: case and spaces ignored (NORMAL-1, Normal-1)."""
+    return name.lower().replace(" ", "")
+
+
 def read_metadata(d: Path, dirs: dict[Path, str]) -> dict[str, tuple[Path, str, str]]:
     """lower-case file stem -> (expected image path, label, URL) from the *.metadata.xlsx files."""
     out: dict[str, tuple[Path, str, str]] = {}
@@ -76,7 +81,7 @@ def read_metadata(d: Path, dirs: dict[Path, str]) -> dict[str, tuple[Path, str, 
             fmt = r[cols["FORMAT"]].strip().lower() if "FORMAT" in cols else "png"
             if name:
                 url = r[cols["URL"]] if "URL" in cols else ""
-                out[name.lower()] = (images / f"{name}.{fmt or 'png'}", dirs[folder], url)
+                out[_key(name)] = (images / f"{name}.{fmt or 'png'}", dirs[folder], url)
     return out
 
 
@@ -114,7 +119,7 @@ def load_covid_radiography(root: Path, options: SourceOptions) -> pd.DataFrame:
         for f in sorted(images.iterdir()):
             if not is_image(f):
                 continue
-            key = f.stem.lower()
+            key = _key(f.stem)
             seen.add(key)
             rows.append({
                 "path": str(f.absolute()),
