@@ -20,22 +20,30 @@ from datamodules.sources.options import SourceOptions
 from datamodules.sources.registry import register
 from datamodules.sources.table import make_table, stem_patient
 
-FOLDERS = {  # class folder (lower case) -> label
-    "covid": "covid",
-    "covid-19": "covid",
-    "normal": "normal",
-    "viral pneumonia": "virus",
-    "lung_opacity": "lung_opacity",
+FOLDERS = {  # class folder, as spelled in either release -> label
+    "COVID": "covid",
+    "COVID-19": "covid",
+    "Normal": "normal",
+    "NORMAL": "normal",
+    "Viral Pneumonia": "virus",
+    "Lung_Opacity": "lung_opacity",
 }
 NAMES = ("COVID-19_Radiography_Dataset", "COVID-19 Radiography Database")
 _XLSX = re.compile(r"^(.*)\.m[ae]tadata\.xlsx$", re.I)  # the older release spells it "matadata"
 
 
 def class_dirs(d: Path) -> dict[Path, str]:
-    """The known class folders of `d` and their labels."""
-    if not d.is_dir():
-        return {}
-    return {p: FOLDERS[p.name.lower()] for p in sorted(d.iterdir()) if p.is_dir() and p.name.lower() in FOLDERS}
+    """The known class folders of `d` and their labels (looked up by name, never listed)."""
+    found: dict[Path, str] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, label in FOLDERS.items():
+        p = d / name
+        if p.is_dir():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:  # Normal and NORMAL are one folder on macOS
+                seen.add((st.st_dev, st.st_ino))
+                found[p] = label
+    return found
 
 
 def dataset_dir(root: Path) -> Path | None:

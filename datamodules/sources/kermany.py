@@ -38,13 +38,9 @@ def pneumonia_kind(name: str) -> str | None:
 
 
 def _child(folder: Path, name: str) -> Path | None:
-    """The sub-folder called `name`, matched case-insensitively."""
-    if not folder.is_dir():
-        return None
-    for p in folder.iterdir():
-        if p.is_dir() and p.name.lower() == name.lower():
-            return p
-    return None
+    """The sub-folder `name` if it exists (a lookup, never a listing: detection runs on any root)."""
+    path = folder / name
+    return path if path.is_dir() else None
 
 
 def dataset_dir(root: Path) -> Path | None:
@@ -76,7 +72,7 @@ def load_kermany(root: Path, options: SourceOptions) -> pd.DataFrame:
     rows = []
     for split in SPLIT_DIRS:
         for cls in CLASS_DIRS:
-            folder = _child(_child(d, split) or d / split, cls)
+            folder = _child(d / split, cls)
             if folder is None:
                 continue
             for f in sorted(folder.iterdir()):
