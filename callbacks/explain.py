@@ -59,7 +59,13 @@ class ExplainCallback(L.Callback):
         return epoch % self.settings["every_n_epochs"] == 0 or epoch >= (trainer.max_epochs or 0)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._due(trainer):
+        if trainer.sanity_checking:
+            return
+        if not self._due(trainer):
+            # callback_metrics keeps an earlier epoch's values; dropped, so that this epoch is not
+            # recorded (best/explain/*, a sweep objective) with explanations it did not compute.
+            for key in [k for k in trainer.callback_metrics if k.startswith("explain/")]:
+                del trainer.callback_metrics[key]
             return
         metrics: dict[str, float] | None = None
         if trainer.is_global_zero:

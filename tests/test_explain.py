@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def artifact_names(client: MlflowClient, run_id: str, folder: str) -> set[str]:
 def test_callback_logs_metrics_every_epoch(trained: dict[str, Any]) -> None:
     client = MlflowClient(trained["uri"])
     run_id = trained["run"].info.run_id
-    for key in ("explain/aopc", "explain/aopc_random", "explain/aopc_gap", "explain/lung_focus"):
+    mask_free = ("explain/border_focus", "explain/corner_focus", "explain/outside_body_focus", "explain/shortcut_share")
+    for key in ("explain/aopc", "explain/aopc_random", "explain/aopc_gap", "explain/lung_focus", *mask_free):
         history = client.get_metric_history(run_id, key)
         assert len(history) == 2, key  # one value per epoch
         assert all(np.isfinite(m.value) for m in history)
@@ -58,6 +60,7 @@ def test_callback_logs_metrics_every_epoch(trained: dict[str, Any]) -> None:
     rand = client.get_metric_history(run_id, "explain/aopc_random")[-1].value
     assert gap == pytest.approx(aopc - rand)
     assert "best/explain/aopc" in trained["run"].data.metrics  # snapshot of the best epoch
+    assert client.get_run(run_id).data.tags["cxrlab.shortcut_alarm"] in ("yes", "no")
 
 
 def test_callback_writes_every_artifact_per_epoch(trained: dict[str, Any]) -> None:
@@ -75,14 +78,18 @@ def test_callback_writes_every_artifact_per_epoch(trained: dict[str, Any]) -> No
 
 
 def test_every_n_epochs_and_last_epoch(in_tmp_cwd: Path, csv_dataset: Path) -> None:
-    args = [*TRAIN, "--data.root", str(csv_dataset), "--trainer.max_epochs", "3", "--explain.every_n_epochs", "2"]
+    args = [*TRAIN, "--data.root", str(csv_dataset), "--trainer.max_epochs", "4", "--explain.every_n_epochs", "3"]
     args += ["--explain.eigen", "false", "--tracking.log_checkpoint", "false"]
     assert main(args) == 0
     client = MlflowClient(tracking.resolve_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("ci-tiny").experiment_id])
-    # epoch index 1 is the 2nd epoch (due), index 2 is the last; eigen off leaves its files out.
-    assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "explain")} == {"epoch_001", "epoch_002"}
-    assert "averages.png" not in artifact_names(client, run.info.run_id, "explain/epoch_002")
+    # epoch index 2 is the 3rd epoch (due), index 3 is the last; eigen off leaves its files out.
+    assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "explain")} == {"epoch_002", "epoch_003"}
+    assert "averages.png" not in artifact_names(client, run.info.run_id, "explain/epoch_003")
+    # The best epoch's snapshot holds explanations only if that epoch computed them, never stale ones.
+    best = int(re.search(r"best-epoch(\d+)", run.data.tags["cxrlab.best_checkpoint"]).group(1))
+    explained = dict(zip((2, 3), (m.value for m in client.get_metric_history(run.info.run_id, "explain/lung_focus")), strict=True))
+    assert run.data.metrics.get("best/explain/lung_focus") == explained.get(best)
 
 
 def test_aopc_grid_too_coarse_is_a_clear_error(in_tmp_cwd: Path, csv_dataset: Path, capsys: pytest.CaptureFixture) -> None:
