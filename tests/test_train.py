@@ -226,8 +226,9 @@ def test_error_missing_image_files(in_tmp_cwd: Path, capsys: Capture) -> None:
     csv.write_text("path,label\nimgs/a.png,normal\nimgs/b.png,covid\n")
     assert cli("--data.root", str(csv)) == 2
     err = capsys.readouterr().err
-    assert "cxrlab: error: " in err and "2 referenced file(s) missing" in err
-    assert str(in_tmp_cwd / "imgs" / "a.png") in err
+    # Rows whose file is missing are skipped and listed; with none left the run stops.
+    assert "cxrlab: error: " in err and "every row was skipped (2)" in err
+    assert f"{in_tmp_cwd / 'imgs' / 'a.png'}: listed in the metadata but the file is missing" in err
 
 
 def test_default_store_follows_the_working_directory(tmp_path: Path, isolate: Callable) -> None:
