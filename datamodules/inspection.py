@@ -40,7 +40,14 @@ class Inspection:
     skipped: pd.DataFrame
     duplicates: pd.DataFrame
     leaks: pd.DataFrame
+    min_image_size: int
     confounders: list[str] = field(default_factory=list)
+
+    @property
+    def too_small(self) -> pd.DataFrame:
+        """Images training skips for a side below data.min_image_size: path, width, height."""
+        small = self.images[["width", "height"]].min(axis=1) < self.min_image_size
+        return self.images.loc[small, ["path", "width", "height"]]
 
     @property
     def unreadable(self) -> pd.DataFrame:
@@ -163,7 +170,7 @@ def inspect_dataset(data: Mapping[str, Any], workers: int = 4, progress: bool = 
     if "official_split" in images.columns:
         leaks = split_leaks(images[images["official_split"] != ""], "official_split")
     return Inspection(loaded.source, images, loaded.skipped, duplicate_files(images), leaks,
-                      confounder_warnings(images))
+                      data["min_image_size"], confounder_warnings(images))
 
 
 def report_text(ins: Inspection) -> str:
@@ -181,6 +188,10 @@ def report_text(ins: Inspection) -> str:
         lines += ["", f"== skipped rows ({len(ins.skipped)})", reasons.to_string()]
     if len(ins.unreadable):
         lines += ["", f"== unreadable files ({len(ins.unreadable)})", *ins.unreadable["error"].head(20)]
+    if len(ins.too_small):
+        lines += ["", f"== images below data.min_image_size={ins.min_image_size} px, which training skips "
+                  f"({len(ins.too_small)})"]
+        lines += [f"  {r.path}: {r.width:.0f}x{r.height:.0f}" for r in ins.too_small.head(20).itertuples()]
     lines += ["", f"== exact duplicate files: {len(ins.duplicates)} group(s), "
               f"{int(ins.duplicates['copies'].sum() - len(ins.duplicates)) if len(ins.duplicates) else 0} redundant copies"]
     lines += [f"  {r.copies}x [{r.labels}] {r.paths}" for r in ins.duplicates.head(20).itertuples()]

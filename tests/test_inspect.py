@@ -22,14 +22,16 @@ def test_inspect_kermany_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     root = trees.write_kermany(tmp_path / "k")
     shutil.copy(root / "train" / "NORMAL" / "IM-0001-0001.jpeg", root / "train" / "NORMAL" / "IM-0777-0001.jpeg")
     (root / "train" / "NORMAL" / "IM-0778-0001.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    trees.write_image(root / "test" / "NORMAL" / "IM-0779-0001.jpeg", "normal", 1, (48, 60))
     out = tmp_path / "out"
     assert main(["data", "inspect", "--data.source", "kermany", "--data.root", str(root), "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "source kermany: 34 images" in text and "1 unreadable" in text
+    assert "source kermany: 35 images" in text and "1 unreadable" in text
+    assert "images below data.min_image_size=64 px, which training skips (1)" in text and "48x60" in text
     assert "exact duplicate files: 1 group(s), 1 redundant copies" in text
     assert "patients across the official split: 2 (5 images)" in text and "person447: test,train" in text
     by_split = pd.read_csv(out / "class_by_split.csv", index_col=0)
-    assert by_split.loc["normal", "train"] == 11 and by_split.loc["virus", "test"] == 2
+    assert by_split.loc["normal", "train"] == 11 and by_split.loc["normal", "test"] == 4
     images = pd.read_csv(out / "images.csv")
     assert {"width", "height", "file_kb", "bits", "mode", "sha1", "official_split"} <= set(images.columns)
     assert "IM-0778-0001.jpeg" in pd.read_csv(out / "unreadable.csv")["path"].iloc[0]
