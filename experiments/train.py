@@ -118,7 +118,10 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
         # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
-        default_root_dir=str(tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)),
+        # (fast_dev_run writes nothing, so it needs no store: resolving the URI would create one.)
+        default_root_dir=None if t.fast_dev_run else str(
+            tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)
+        ),
     )
 
 

@@ -156,9 +156,9 @@ def test_wrong_types(key: str, value: object, message: str) -> None:
         ("model.finetune", "last:two", "last:N with N >= 1"),
         ("model.finetune", "partial", "use frozen, full, scratch or last:N"),
         ("data.other_labels", "drop", "data.other_labels=drop needs data.classes"),
-        ("data.crop_margin", 0.5, "data.crop_margin=0.5 must be in [0, 0.5)"),
-        ("data.batch_size", 0, "data.batch_size must be >= 1"),
-        ("data.image_size", 8, "data.image_size=8 is too small"),
+        ("data.crop_margin", 0.5, "data.crop_margin=0.5 is out of range; it must be >= 0 and < 0.5"),
+        ("data.batch_size", 0, "data.batch_size=0 is out of range; it must be >= 1"),
+        ("data.image_size", 8, "data.image_size=8 is out of range; it must be >= 16"),
         ("explain.methods", "gradcam,lime", "explain.methods has 'lime'"),
         ("data.classes", "a,b,a", "data.classes has duplicates"),
     ],
@@ -171,7 +171,7 @@ def test_bad_values(key: str, value: object, message: str) -> None:
 
 
 def test_folds_checks() -> None:
-    with pytest.raises(ConfigError, match="data.folds=1 must be >= 2"):
+    with pytest.raises(ConfigError, match="data.folds=1 is out of range; it must be >= 2"):
         load_config(overrides={"data.folds": 1})
     with pytest.raises(ConfigError, match=r"data.fold=4 must be in 0..3"):
         load_config(overrides={"data.folds": 4, "data.fold": 4})
