@@ -191,9 +191,9 @@ class AlarmConfig:
     """Shortcut alarm: which heatmaps count as reading outside the anatomy, and how many make the model suspect."""
 
     enabled: bool = _f(True, "check for a shortcut (evaluate runs it even without --explain)")
-    min_lung_focus: float = _f(1.0, "flag an image whose lung focus is below this (masks needed; 1 = uniform)", ge=0)
+    min_lung_focus: float = _f(0.75, "flag an image whose lung focus is below this (masks needed; 1 = uniform)", ge=0)
     max_border_focus: float = _f(1.5, "flag an image whose border focus is above this", gt=0)
-    max_corner_focus: float = _f(3.0, "flag an image whose corner focus is above this", gt=0)
+    max_corner_focus: float = _f(2.0, "flag an image whose corner focus is above this", gt=0)
     max_outside_body_focus: float = _f(1.5, "flag an image whose outside-body focus is above this", gt=0)
     max_share: float = _f(0.25, "the alarm fires when more than this share of explained images is flagged", ge=0, lt=1)
 
