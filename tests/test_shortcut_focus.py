@@ -16,21 +16,20 @@ from datamodules.phantom import generate_phantom
 from experiments import tracking
 from experiments.cli import main
 
+# The demo's scale: with 60 images per class and 6 epochs, one seed of two gave a shortcut model
+# that had not yet learnt the markers and a clean model that had not learnt the findings.
 TRAIN = [
-    "train", "--config", "phantom_demo", "--trainer.max_epochs", "6",
-    "--data.augment.shift", "0", "--data.augment.zoom", "0", "--data.augment.rotate", "0",
-    "--explain.probe_per_class", "10", "--explain.every_n_epochs", "100", "--data.num_workers", "0",
-    "--trainer.enable_progress_bar", "false",
+    "train", "--config", "phantom_demo", "--explain.probe_per_class", "10",
+    "--explain.every_n_epochs", "100", "--trainer.enable_progress_bar", "false",
 ]
-# Checked by hand on seeds 1, 2 and 3 (CXRLAB_SHORTCUT_SEED) before relying on the margins.
-SEED = int(os.environ.get("CXRLAB_SHORTCUT_SEED", "1"))
+SEED = int(os.environ.get("CXRLAB_SHORTCUT_SEED", "0"))
 
 
 def explained(work: Path, shortcut: float, isolate: Callable) -> tuple[dict[str, float], str]:
     """Train on a phantom set with the given shortcut share; the last epoch's explain/* metrics
     (on the validation probe, markers included) and the run's alarm tag."""
     data = work / f"phantom_{shortcut}"
-    generate_phantom(data, n_per_class=60, size=128, seed=SEED, shortcut=shortcut, progress=False)
+    generate_phantom(data, n_per_class=120, size=128, seed=SEED, shortcut=shortcut, progress=False)
     with isolate(work):
         experiment = f"shortcut-{shortcut}"
         args = [*TRAIN, "--data.root", str(data), "--tracking.experiment", experiment, "--seed", str(SEED)]
