@@ -1,6 +1,8 @@
 """Tests for callbacks.aopc: MoRF vs random, a reference loop, exclusion, formula, seeding, batching."""
 
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.aopc import aopc, aopc_with_baseline
+from callbacks.aopc import SoftmaxForward, aopc, aopc_with_baseline
 
 
 class RegionModel(nn.Module):
@@ -139,7 +141,8 @@ def test_noise_is_seeded_cumulative_and_batch_independent():
     model.register_forward_hook(lambda m, args, out: inputs.append(args[0].clone()) and None)
     kwargs = {"region": 8, "steps": 5, "perturb": "noise", "sigma": 0.3, "seed": 7}
     first = aopc(model, images, labels, heatmaps, batch_size=64, **kwargs)
-    stack = inputs[1]  # forward 0: clean images; forward 1: image 0 steps 1..5, image 1 ...
+    # the clean images first, then image 0 steps 1..5, image 1 ..., however the forwards cut them
+    stack = torch.cat(inputs)[len(images):]
     for k in range(4):
         changed = stack[k] != images[0]
         assert torch.equal(stack[k + 1][changed], stack[k][changed])  # earlier noise kept
@@ -161,9 +164,34 @@ def test_batched_forward_calls_and_mode_restored():
     model.register_forward_hook(record)
     model.train()
     res = aopc(model, images, labels, heatmaps, region=8, steps=4, batch_size=16)
-    # 1 clean pass of 8 images + 8 * 4 perturbed inputs in batches of 16
-    assert calls == [8, 16, 16] and len(calls) < len(images) * 4
+    # 8 clean images + 8 * 4 perturbed inputs, each once, in batches of at most 16
+    assert sum(calls) == 8 + 8 * 4 and max(calls) <= 16 and len(calls) < len(images) * 4
     assert not any(modes) and model.training and res.n_correct == 8
+
+
+class Timed(nn.Module):
+    """A classifier whose forward takes `cost(n)` seconds for a batch of n (a CPU's cache
+    behaviour, made deterministic)."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        super().__init__()
+        self.cost = cost
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.cost(len(x)))
+        return torch.stack([x.mean(dim=(1, 2, 3)), -x.mean(dim=(1, 2, 3))], dim=1) * self.w
+
+
+@pytest.mark.parametrize(("cost", "best"), [
+    (lambda n: 0.002 * n * n, 1),  # larger batches cost more per image (activations out of cache)
+    (lambda n: 0.02 + 0.0001 * n, 16),  # a fixed cost per call: the largest batch
+])
+def test_cpu_forward_batch_is_the_fastest_per_image(cost: Callable[[int], float], best: int) -> None:
+    forward = SoftmaxForward(Timed(cost), limit=16)
+    with torch.no_grad():
+        probs = forward(torch.rand(80, 1, 4, 4))  # 3 x (1 + 4 + 16) = 63 images try the sizes
+    assert probs.shape == (80, 2) and forward.trials == [] and forward.size == best
 
 
 def test_baseline_gap_and_seeds():
