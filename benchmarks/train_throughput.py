@@ -2,8 +2,12 @@
 
 Both train the same CXRClassifier with the same optimiser, batch, precision and in-memory data
 (so disk decoding is not measured), alternating runs to cancel drift; prints images/s and ratio.
+`--reference fp32` instead compares cxrlab at its precision (bf16 + channels_last on a GPU)
+with cxrlab in plain fp32 without channels_last: what mixed precision buys.
 
     python -m benchmarks.train_throughput --backbone resnet18 --size 224 --batch 32 --steps 30
+    python -m benchmarks.train_throughput --backbone vgg19 --finetune frozen --device cuda
+    python -m benchmarks.train_throughput --backbone vgg19 --reference fp32 --device cuda
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from experiments.train import precision_for
 from lightning_modules.classifier import CXRClassifier
 
 
-def build_model(backbone: str, size: int, classes: int) -> CXRClassifier:
-    """A fresh CXRClassifier as `cxrlab train` would build it (weights none, full fine-tuning)."""
+def build_model(
+    backbone: str, size: int, classes: int, finetune: str = "full", channels_last: bool = True
+) -> CXRClassifier:
+    """A fresh CXRClassifier as `cxrlab train` would build it (weights none)."""
     cfg = to_dict(Config())
-    cfg["model"].update(backbone=backbone, weights="none", finetune="full")
+    cfg["model"].update(backbone=backbone, weights="none", finetune=finetune)
     cfg["data"]["image_size"] = size
+    cfg["trainer"]["channels_last"] = channels_last
     torch.manual_seed(0)
     return CXRClassifier(cfg, [f"c{i}" for i in range(classes)])
 
@@ -112,7 +119,10 @@ def cxrlab_loop(model: CXRClassifier, loader: DataLoader, warmup: int, steps: in
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18", help="registry backbone [resnet18]")
+    p.add_argument(
+        "--backbone", nargs="+", default=["resnet18"], metavar="NAME[:FINETUNE]",
+        help="registry backbone(s), each measured in turn; NAME:FINETUNE overrides --finetune [resnet18]",
+    )
     p.add_argument("--size", type=int, default=224, help="input side in pixels [224]")
     p.add_argument("--batch", type=int, default=32, help="batch size [32]")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run [20]")
@@ -120,20 +130,47 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each [3]")
     p.add_argument("--classes", type=int, default=4, help="number of classes [4]")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda")
+    p.add_argument("--finetune", default="full", help="frozen | full | scratch | last:N [full]")
+    p.add_argument("--precision", default=None, help="Lightning precision [auto: bf16-mixed on a bf16 GPU, else 32-true]")
+    p.add_argument(
+        "--reference", choices=("raw", "fp32"), default="raw",
+        help="raw: a hand-written loop at the same precision (goal >= 0.95); fp32: cxrlab in fp32 "
+        "without channels_last (goal >= 2 on a GPU) [raw]",
+    )
     args = p.parse_args()
-    precision = precision_for(Config()) if args.device == "cuda" else "32-true"
+    if args.precision:
+        precision = args.precision
+    else:
+        precision = precision_for(Config()) if args.device == "cuda" else "32-true"
     n = args.batch * (args.warmup + args.steps)
     loader = make_loader(n, args.size, args.classes, args.batch, args.device)
-    rates: dict[str, list[float]] = {"raw PyTorch": [], "cxrlab": []}
+    for spec in args.backbone:
+        backbone, _, finetune = spec.partition(":")
+        measure(args, loader, backbone, finetune or args.finetune, precision)
+
+
+def measure(args: argparse.Namespace, loader: DataLoader, backbone: str, finetune: str, precision: str) -> None:
+    """Alternating runs of cxrlab and the reference for one model; prints the rates and the ratio."""
+    model = lambda **kw: build_model(backbone, args.size, args.classes, finetune, **kw)  # noqa: E731
+    timed = (args.warmup, args.steps, args.device)
+    if args.reference == "raw":
+        runs = {"raw PyTorch": lambda: raw_loop(model(), loader, *timed, precision)}
+        goal = 0.95
+    else:
+        runs = {"cxrlab fp32": lambda: cxrlab_loop(model(channels_last=False), loader, *timed, "32-true")}
+        goal = 2.0
+    runs["cxrlab"] = lambda: cxrlab_loop(model(), loader, *timed, precision)
+    rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):
-        rates["raw PyTorch"].append(raw_loop(build_model(args.backbone, args.size, args.classes), loader, args.warmup, args.steps, args.device, precision))
-        rates["cxrlab"].append(cxrlab_loop(build_model(args.backbone, args.size, args.classes), loader, args.warmup, args.steps, args.device, precision))
-    print(f"\ntraining throughput: {args.backbone} {args.size}px batch {args.batch} {precision} on {args.device}"
-          f" ({args.repeats} alternating runs x {args.steps} steps, median)")
+        for name, run in runs.items():
+            rates[name].append(run())
+    print(f"\ntraining throughput: {backbone} {finetune} {args.size}px batch {args.batch} {precision} on "
+          f"{args.device} ({args.repeats} alternating runs x {args.steps} steps, median)")
     med = {k: statistics.median(v) for k, v in rates.items()}
     for k, v in med.items():
         print(f"  {k:<12} {v:8.1f} images/s   runs: {', '.join(f'{r:.1f}' for r in rates[k])}")
-    print(f"  ratio cxrlab / raw = {med['cxrlab'] / med['raw PyTorch']:.3f}   (goal >= 0.95)")
+    ref = next(iter(runs))
+    print(f"  ratio {backbone} {finetune}: cxrlab / {ref} = {med['cxrlab'] / med[ref]:.3f}   (goal >= {goal:g})")
 
 
 if __name__ == "__main__":
