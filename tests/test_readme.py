@@ -40,6 +40,7 @@ SKIP: dict[str, str] = {
     "docker/torchrun_train.sh 4": "needs four GPUs (tests/test_cluster_scripts.py runs it with 2 CPU processes)",
     "export CXRLAB_STORAGE=": "names a PostgreSQL host and an MLflow server of a cluster",
     "sbatch --array": "needs a SLURM cluster (tests/test_cluster_scripts.py runs the script as a plain bash task)",
+    "gpu_suite.sh --smoke": "tests/test_gpu_suite.py runs it (a minute of benchmarks; the GPU run needs CUDA)",
 }
 # Long-running servers: started in the background, checked over HTTP, then stopped.
 SERVE: dict[str, str] = {"cxrlab ui": "http://127.0.0.1:5000/health"}
