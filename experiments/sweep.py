@@ -30,10 +30,14 @@ Every config key below is also a flag; it applies to every trial (searched keys 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     """cxrlab sweep."""
+    from experiments.study_storage import redact
     from experiments.sweep_runner import run_sweep
 
     if ns.config is None:
         raise ConfigError("cxrlab sweep needs --config FILE (e.g. experiments/configs/phantom_sweep.yaml)")
+    if ns.storage and redact(ns.storage) != ns.storage:
+        print("cxrlab sweep: warning: the --storage URL holds a password, which any user sees in `ps`; "
+              "leave it out and put it in ~/.pgpass or PGPASSWORD", file=sys.stderr)
     outcome = run_sweep(
         config_path(ns.config), overrides_from(ns), n_trials=ns.n_trials, timeout=ns.timeout,
         study_name=ns.study_name, storage=ns.storage, workers=ns.workers, gpus=ns.gpus,

@@ -4,7 +4,9 @@ The launcher creates (or resumes, by name) the study and its MLflow parent run, 
 workers (each pinned to one GPU through CUDA_VISIBLE_DEVICES, or to the CPU with cores/K
 torch threads) that all optimise the same study, and logs the study report when they stop.
 Workers share one trial budget, so `--n-trials N` means N new trials in all, and trial
-numbers continue where the study left off.
+numbers continue where the study left off. A worker that dies is reported at once; its trial
+is failed and re-queued and a replacement started (`WorkerPool`), so the launch still delivers
+its trials. Several launches (nodes) may run on one study at the same time.
 """
 
 from __future__ import annotations
