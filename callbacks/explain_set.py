@@ -219,10 +219,15 @@ def shortcut_gallery(es: ExplanationSet, n: int = 8) -> Any:
     preds = es.preds
     titles = [
         f"{es.classes[es.labels[i]]}->{es.classes[preds[i]]}\n{es.verdict.reason[i].removesuffix('_focus')} "
-        f"{es.focus[es.verdict.reason[i]][i]:.2f} (x{severity[i]:.1f})"
+        f"{es.focus[es.verdict.reason[i]][i]:.2f} ({_times(float(severity[i]))})"
         for i in order.tolist()
     ]
     return heatmap_grid(es.images[order, 0], of_class(es.maps[es.primary][order], preds[order]), titles=titles, alphas=(0.5,))
+
+
+def _times(severity: float) -> str:
+    """How far a bound is broken, for a title: a zero lung focus breaks it infinitely far."""
+    return f"x{severity:.1f}" if severity < 100 else "x>100"
 
 
 def _class_method(es: ExplanationSet) -> str:
