@@ -35,10 +35,12 @@ def recover_trials(study: optuna.Study, client: MlflowClient, pid: int, why: str
         if trial.user_attrs.get(sweep_tracking.WORKER_ATTR) != label:
             continue
         run_id = trial.user_attrs.get(sweep_tracking.RUN_ATTR)
-        before = len(study.get_trials(deepcopy=False))
         if fail_and_requeue(study, trial._trial_id) is None:
             continue  # another process failed it first (its heartbeat went stale)
-        retried = len(study.get_trials(deepcopy=False)) > before
+        # Optuna's retry callback records the chain in the new trial (unless max_retry is spent).
+        retried = any(
+            trial.number in t.system_attrs.get("retry_history", ()) for t in study.get_trials(deepcopy=False)
+        )
         if run_id:
             fate = "the trial was re-queued" if retried else "re-queue limit reached (search.heartbeat.max_retry)"
             sweep_tracking.finish_trial_run(client, run_id, "FAIL", {}, f"{why}; {fate}", status="KILLED")
