@@ -89,7 +89,7 @@ def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> It
     backend = create_database(postgres, "mlflow").replace("postgresql://", "postgresql+psycopg2://")
     artifacts = tmp_path_factory.mktemp("mlartifacts")
     port = free_port()
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")  # noqa: SIM115 (closed below)
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")
     # The store URI travels in the environment, as it would with a password in it (never argv).
     env = os.environ | {"MLFLOW_BACKEND_STORE_URI": backend}
     env.pop("MLFLOW_TRACKING_URI", None)
