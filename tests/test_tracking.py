@@ -96,3 +96,12 @@ def test_half_created_store_gets_one_line_with_the_way_out(tmp_path: Path) -> No
         tracking.resolve_uri(f"sqlite:///{db}")
     message = str(err.value)
     assert "\n" not in message and f"rm {db}" in message and "half-created or damaged" in message
+
+
+def test_unknown_runs_checkpoint_is_one_line(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(FileNotFoundError) as err:
+        tracking.local_checkpoint("runs:/0123456789abcdef/checkpoints/last.ckpt", uri)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("runs:/0123456789abcdef/checkpoints/last.ckpt: no such checkpoint")
+    assert tracking.local_checkpoint(tmp_path / "x.ckpt", uri) == tmp_path / "x.ckpt"  # a path stays a path
