@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/phantom
 # Demo scale; tests/test_readme.py runs `make demo` with these made tiny (sizes and epochs only).
-DEMO_N    ?= 120
+DEMO_N    ?= 100
 DEMO_SIZE ?= 128
 DEMO_ARGS ?=
 
