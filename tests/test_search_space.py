@@ -55,7 +55,7 @@ def test_parse_kinds_conditions_and_defaults() -> None:
     assert dict(by["model.hidden"].when) == {"model.head": ("gap-mlp", "maxpool-mlp")}
     assert spec.directions == ("maximize",) and spec.sampler == "tpe" and spec.pruner == "median"
     assert spec.pruned and not spec.multi_objective
-    assert (spec.heartbeat_interval, spec.grace_period, spec.max_retry) == (60, 180, 3)
+    assert (spec.heartbeat_interval, spec.grace_period, spec.max_retry) == (10, 30, 3)  # launchers re-queue at once; grace is the fallback
     loss = parse_search(search(objectives=["val/loss", "explain/aopc_gap"]), WHERE)
     assert loss.directions == ("minimize", "maximize") and loss.multi_objective and not loss.pruned
     assert isinstance(build_pruner(loss), optuna.pruners.NopPruner)
