@@ -37,7 +37,9 @@ demo: install  ## a clean and a shortcut model on phantom data, both evaluated o
 	@echo "Reports: mlruns/demo-report/{clean,shortcut}/report.html   Runs: make ui  (MLflow UI on http://127.0.0.1:5000)"
 
 test: install  ## the CI suite (fast tests)
-	$(BIN)/python -m pytest -m "not slow" -q
+	# Two processes, one per CI core; a test file stays on one (its module fixtures, the README's
+	# blocks in order). --durations shows where the time goes.
+	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadfile --durations=15
 
 test-slow: install  ## the long tests CI skips
 	$(BIN)/python -m pytest -m slow -q

@@ -133,6 +133,27 @@ def _serve(line: str, url: str, work: Path) -> None:
         proc.wait(timeout=30)
 
 
+def assert_nothing_failed(work: Path, command: str) -> None:
+    """What the user would look for next: no MLflow run and no Optuna trial ended FAIL."""
+    db = work / "mlruns" / "mlflow.db"
+    if db.is_file():
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{db}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        bad = [(r.info.run_name, r.info.status) for r in runs if r.info.status in ("FAILED", "KILLED")]
+        assert not bad, f"after {command}: runs {bad}"
+    import optuna
+
+    from experiments.study_storage import open_storage
+
+    for journal in (work / "mlruns" / "optuna").glob("*.journal"):
+        for study in optuna.get_all_study_summaries(open_storage(str(journal))):
+            trials = optuna.load_study(study_name=study.study_name, storage=open_storage(str(journal))).trials
+            failed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL]
+            assert not failed, f"after {command}: study {study.study_name} has FAIL trials {failed}"
+
+
 BLOCKS = readme_lines()
 
 
@@ -156,6 +177,7 @@ def test_readme_block_runs(index: int, work: Path) -> None:
             done = subprocess.run(command, shell=True, cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
             tail = (done.stdout + done.stderr)[-3000:]
             assert done.returncode == 0, f"README line failed: {command}\n{tail}"
+            assert_nothing_failed(work, command)
         ran += 1
     if not ran:
         pytest.skip("; ".join(sorted({skip_reason(ln) or "" for ln in BLOCKS[index]})))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dataset_trees as trees
 import mlflow
 import pytest
 from test_study_configs import STUDIES
 
-import dataset_trees as trees
 from experiments.checks import check_config
 from experiments.cli import CONFIG_DIR, main
 from experiments.config import load_config, read_yaml
@@ -20,18 +20,19 @@ SWEEPS = [c for c in CONFIGS if "search" in read_yaml(CONFIG_DIR / f"{c}.yaml")]
 SMALL = ["--trainer.max_epochs", "1", "--data.batch_size", "8", "--explain.display_size", "32",
          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
 # Configs the phantom set can feed: (input size, AOPC region) scaled for the CPU.
-ON_PHANTOM = {"ci_tiny": (32, 8), "phantom_demo": (64, 14)}
+ON_PHANTOM = {"ci_tiny": (32, 8)}
 # Sweeps: (fixture-tree writer or None for the phantom, input size, AOPC region). Inception needs
 # >= 75 px, so the backbone grid runs at 80 px.
 SWEEP_DATA = {
-    "phantom_shortcut_sweep": (None, 128, 16),  # its maxpool-mlp(4) head needs a 4x4 feature map
     "sweep_aopc_pair": (trees.write_covid_radiography, 128, 25),
     "sweep_backbones": (trees.write_kermany, 80, 16),
 }
 
 
 # Run elsewhere, at its own settings: 2 workers and its own loader workers, 0 FAIL trials.
-ELSEWHERE = {"phantom_sweep": "tests/test_sweep.py::test_shipped_phantom_sweep_runs_with_its_own_loader_workers"}
+# The README's commands run them as a user does (tests/test_readme.py, which also fails on any
+# FAIL trial or failed run): phantom_sweep with 2 workers and its own loader workers.
+ELSEWHERE = {name: "tests/test_readme.py" for name in ("phantom_demo", "phantom_sweep", "phantom_shortcut_sweep")}
 
 
 def test_every_config_is_run_by_a_test() -> None:

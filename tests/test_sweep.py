@@ -348,17 +348,3 @@ def test_two_workers_on_postgresql(in_tmp_cwd: Path, folder_tree: Path, postgres
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
     assert len(children(outcome.parent_run_id)) == 2
-
-
-def test_shipped_phantom_sweep_runs_with_its_own_loader_workers(in_tmp_cwd: Path) -> None:
-    """The shipped config as a user runs it (2 sweep workers, each with data.num_workers: 2 spawned
-    loader processes); only the data size, the trial count and the epochs are cut."""
-    assert main(["data", "phantom", "phantom", "--n-per-class", "40", "--size", "96", "--quiet"]) == 0
-    code = main([
-        "sweep", "--config", "phantom_sweep", "--data.root", "phantom", "--n-trials", "2", "--workers", "2",
-        "--gpus", "none", "--trainer.max_epochs", "1",
-    ])
-    assert code == 0
-    study = load("phantom_sweep")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("error") for t in study.trials]
-    assert all(r.info.status == "FINISHED" for r in children(study.user_attrs[PARENT_ATTR]))
