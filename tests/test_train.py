@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import LEARNING_SEED
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from conftest import LEARNING_SEED
 from samples import PNG_MAGIC
 
 from experiments import tracking
