@@ -532,7 +532,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
     """Build and validate a Config from a nested dict."""
-    return validate(_build(Config, raw, where), where)
+    return validate(_build(Config, _official_split_spelling(raw), where), where)
+
+
+def _official_split_spelling(raw: dict[str, Any]) -> dict[str, Any]:
+    """`data.split: official` is read as `data.official_split: true` (the resolved spelling)."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("split"), str) and data["split"].strip() == "official":
+        data = {k: v for k, v in data.items() if k != "split"} | {"official_split": True}
+        raw = raw | {"data": data}
+    return raw
 
 
 def load_config(

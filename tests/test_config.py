@@ -233,3 +233,8 @@ def test_flatten_and_iter_fields_agree() -> None:
     assert flat["model.backbone"] == "resnet18"
     assert flat["explain.aopc.region"] == 34
     assert all(help_text for *_, help_text in iter_fields())  # every flag has --help text
+
+
+def test_split_official_is_the_official_split() -> None:
+    cfg = load_config(overrides={"data.split": "official"})
+    assert cfg.data.official_split is True and cfg.data.split == [0.8, 0.1, 0.1]
