@@ -14,8 +14,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.decode_cache import DecodeCache
-from datamodules.images import DEFAULT_DECODING, Decoding, read_image
 from datamodules.image_header import small_images
+from datamodules.images import DEFAULT_DECODING, Decoding, read_image
 from datamodules.sources import load_source, resolve_classes, select_labels
 from datamodules.sources.screen import strict_error
 from datamodules.sources.table import SKIPPED_COLUMNS
