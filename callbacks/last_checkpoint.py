@@ -38,7 +38,7 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
-        final = self._folder(trainer) / LAST_NAME
+        final = self.path(trainer)
         tmp = final.with_name(f".{LAST_NAME}.tmp")
         trainer.save_checkpoint(tmp)  # collective under DDP: every rank calls, rank 0 writes
         if trainer.is_global_zero:

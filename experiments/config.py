@@ -231,6 +231,12 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when the message is empty), for
+    one-line reports of errors raised by libraries with multi-line messages."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 # --------------------------------------------------------------------------- schema walking
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.config import first_line
+
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
 # MLflow 3.x opens every experiment without this tag in its GenAI view (traces, prompts).
@@ -35,9 +37,8 @@ def ready_sqlite_store(db: str) -> None:
         try:
             MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
         except Exception as err:  # alembic, sqlalchemy and MLflow errors of a broken schema
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise StoreError(
-                f"{db}: the MLflow store is half-created or damaged ({first}); if it holds no runs you "
+                f"{db}: the MLflow store is half-created or damaged ({first_line(err)}); if it holds no runs you "
                 f"need, delete it (rm {db}) and run again, else try: mlflow db upgrade sqlite:///{db}"
             ) from err
 
@@ -105,9 +106,8 @@ def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | Non
     try:
         path = download_artifacts(run_id=run_id, artifact_path=artifact or RUN_CHECKPOINT, dst_path=str(dst), tracking_uri=uri)
     except (MlflowException, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise FileNotFoundError(
-            f"{ref}: no such checkpoint on {uri} ({first}); runs:/RUN_ID/{RUN_CHECKPOINT} is the best "
+            f"{ref}: no such checkpoint on {uri} ({first_line(err)}); runs:/RUN_ID/{RUN_CHECKPOINT} is the best "
             f"checkpoint, runs:/RUN_ID/{RUN_LAST_CHECKPOINT} the resume one"
         ) from None
     return Path(path)

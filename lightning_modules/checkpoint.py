@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from experiments.config import first_line
 from lightning_modules.classifier import CXRClassifier
 
 
@@ -49,7 +50,7 @@ def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXR
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"{path}: weights do not fit the model in its config ({first_line(e)})") from None
     model.config = hp["config"]
     model.run_info = dict(ckpt.get("cxrlab", {}))
     return model.eval()
