@@ -40,6 +40,8 @@ class LastCheckpoint(Checkpoint):
             return
         final = self.path(trainer)
         tmp = final.with_name(f".{LAST_NAME}.tmp")
-        trainer.save_checkpoint(tmp)  # collective under DDP: every rank calls, rank 0 writes
+        # The full state (optimizer, loops), since resuming needs it. Collective under DDP:
+        # every rank calls, rank 0 writes.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, final)
