@@ -29,10 +29,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from callbacks.aopc import aopc
-from callbacks.display import minmax, upsample
-from callbacks.eigen import eigen_heatmaps
-from callbacks.gradcam import grad_cam, resolve_layer
+from callbacks.explanations.aopc import aopc
+from callbacks.explanations.display import minmax, upsample
+from callbacks.explanations.eigen import eigen_heatmaps
+from callbacks.explanations.gradcam import grad_cam, resolve_layer
 
 # torchvision name -> Grad-CAM target layer (the last conv stage, as pytorch-grad-cam suggests)
 BACKBONES = {
@@ -194,7 +194,7 @@ def callback_share(setup: Setup) -> Result:
     """ExplainCallback seconds vs the epoch's own train+validation seconds, default explain settings."""
     from datamodules.phantom import generate_phantom
     from experiments.config import load_config
-    from experiments.train import train
+    from experiments.training.train import train
 
     a = setup.args
     timer = EpochClock()

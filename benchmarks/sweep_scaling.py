@@ -20,8 +20,8 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from datamodules.phantom import generate_phantom
-from experiments.study_storage import open_storage
-from experiments.sweep_runner import run_sweep, visible_gpus
+from experiments.sweeps.runner import run_sweep, visible_gpus
+from experiments.sweeps.storage import open_storage
 
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "phantom_sweep.yaml"
 

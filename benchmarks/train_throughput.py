@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiments.config import Config, to_dict
-from experiments.train import precision_for
+from experiments.training.train import precision_for
 from lightning_modules.classifier import CXRClassifier
 
 

@@ -10,13 +10,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.explain_set import (
+from callbacks.explanations.explain_set import (
     check_aopc_grid,
     explain_images,
     explanation_artifacts,
     explanation_metrics,
 )
-from callbacks.shortcut import TAG
+from callbacks.explanations.shortcut import TAG
 from datamodules.images import Decoding
 from datamodules.probe import ImageSet, load_image_set, stratified_sample
 

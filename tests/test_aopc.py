@@ -1,4 +1,4 @@
-"""Tests for callbacks.aopc: MoRF vs random, a reference loop, exclusion, formula, seeding, batching."""
+"""Tests for callbacks.explanations.aopc: MoRF vs random, a reference loop, exclusion, formula, seeding, batching."""
 
 import math
 import time
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.aopc import SoftmaxForward, aopc, aopc_with_baseline
+from callbacks.explanations.aopc import SoftmaxForward, aopc, aopc_with_baseline
 
 
 class RegionModel(nn.Module):

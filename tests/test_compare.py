@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callbacks.explain_set import robustness
-from experiments import tracking
-from experiments.cli import main
-from experiments.compare import compare_runs, format_comparison, resolve_metric
-from experiments.report import text_table
+from callbacks.explanations.explain_set import robustness
+from experiments.cli.main import main
+from experiments.evaluation.compare import compare_runs, format_comparison, resolve_metric
+from experiments.evaluation.report import text_table
+from experiments.tracking import store as tracking
 
 CLASSES = ["covid", "normal", "virus"]
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from callbacks.focus import mask_focus
+from callbacks.explanations.focus import mask_focus
 from datamodules.datamodule import CXRDataModule
 from datamodules.probe import load_image_set
 

@@ -26,7 +26,7 @@ def ddp_run(
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "experiments.cli.main",
         "train",
         "--config",
         "ci_tiny",

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from datamodules.phantom import generate_phantom
-from experiments.cli import main
+from experiments.cli.main import main
 
 MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
 TINY = [

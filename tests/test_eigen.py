@@ -1,11 +1,11 @@
-"""Tests for callbacks.eigen: averages, uncentred class PCA, tables, argmax map, comparison."""
+"""Tests for callbacks.explanations.eigen: averages, uncentred class PCA, tables, argmax map, comparison."""
 
 import time
 
 import numpy as np
 import pytest
 
-from callbacks.eigen import (
+from callbacks.explanations.eigen import (
     argmax_class_map,
     average_heatmaps,
     class_pca,

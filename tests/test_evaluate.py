@@ -17,12 +17,16 @@ from samples import PNG_MAGIC
 from sklearn import metrics
 from tiny_training import train_tiny
 
-from experiments import tracking
-from experiments.cli import main
-from experiments.clinical import classification_summary, micro_roc_curve, threshold_analysis
-from experiments.compare import compare_table
-from experiments.eval_outputs import positive_class
-from experiments.evaluate import evaluate, evaluation_config, rows_to_predict
+from experiments.cli.main import main
+from experiments.evaluation.clinical import (
+    classification_summary,
+    micro_roc_curve,
+    threshold_analysis,
+)
+from experiments.evaluation.compare import compare_table
+from experiments.evaluation.evaluate import evaluate, evaluation_config, rows_to_predict
+from experiments.evaluation.outputs import positive_class
+from experiments.tracking import store as tracking
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["covid", "normal", "pneumonia"]  # the conftest dataset's, sorted as the model has them
@@ -217,7 +221,7 @@ def test_another_process_gives_identical_predictions(
         [
             sys.executable,
             "-m",
-            "experiments.cli",
+            "experiments.cli.main",
             "evaluate",
             str(ckpt),
             "--out",

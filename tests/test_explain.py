@@ -15,8 +15,8 @@ import torch
 from mlflow import MlflowClient
 
 from datamodules.probe import load_image_set, stratified_sample
-from experiments import tracking
-from experiments.cli import main
+from experiments.cli.main import main
+from experiments.tracking import store as tracking
 
 # 64 px and layer3 give 4x4 Grad-CAM maps (layer4 of resnet18 would be 2x2 at this size).
 TRAIN = [
@@ -162,7 +162,7 @@ def test_probe_masks_follow_the_image_geometry(csv_dataset: Path) -> None:
 
 
 def test_heatmap_archive_round_trip(trained: dict[str, Any]) -> None:
-    from callbacks.explain_set import load_heatmap_archive
+    from callbacks.explanations.explain_set import load_heatmap_archive
 
     client = MlflowClient(trained["uri"])
     local = client.download_artifacts(trained["run"].info.run_id, "explain/epoch_000/heatmaps.npz", str(trained["work"]))

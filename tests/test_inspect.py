@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from datamodules.inspection import inspect_dataset
-from experiments.cli import main
+from experiments.cli.main import main
 from experiments.config import load_config, to_dict
 
 

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from servers import create_database
 
-from experiments.study_storage import open_storage
-from experiments.sweep_tracking import PARENT_ATTR, RUN_ATTR
+from experiments.sweeps.storage import open_storage
+from experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
 from lightning_modules.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def cxrlab(cwd: Path, server: str, *args: str) -> subprocess.Popen[str]:
     env = os.environ | {"MLFLOW_TRACKING_URI": server, "PYTHONPATH": str(REPO)}
     env.pop("CXRLAB_DEBUG", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", *args], cwd=cwd, env=env,
+        [sys.executable, "-m", "experiments.cli.main", *args], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.focus import body_mask
+from callbacks.explanations.focus import body_mask
 from datamodules.phantom import COLUMNS, PHANTOM_CLASSES, generate_phantom, render_phantom
 
 SIZE = 64
@@ -245,7 +245,7 @@ def test_refuses_foreign_folder_and_overwrites_previous_phantom(tmp_path: Path) 
 
 def test_cli_writes_a_trainable_phantom(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from datamodules.sources import load_table
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out = tmp_path / "ph"
     args = ["data", "phantom", str(out), "--n-per-class", "3", "--size", "64", "--classes", "normal,covid", "--quiet"]

@@ -13,9 +13,9 @@ from PIL import Image
 from samples import PNG_MAGIC, write_dicom
 from tiny_training import train_tiny
 
-from experiments.cli import main
-from experiments.inference import predict_table
-from experiments.predict import lung_masks
+from experiments.cli.main import main
+from experiments.evaluation.inference import predict_table
+from experiments.evaluation.predict import lung_masks
 from lightning_modules.checkpoint import load_classifier
 
 # 64 px input gives resnet18 a 2x2 Grad-CAM layer; the frozen random backbone trains in seconds.

@@ -145,7 +145,7 @@ def assert_nothing_failed(work: Path, command: str) -> None:
         assert not bad, f"after {command}: runs {bad}"
     import optuna
 
-    from experiments.study_storage import open_storage
+    from experiments.sweeps.storage import open_storage
 
     for journal in (work / "mlruns" / "optuna").glob("*.journal"):
         for study in optuna.get_all_study_summaries(open_storage(str(journal))):

@@ -11,7 +11,13 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from samples import PNG_MAGIC
 
-from experiments.report import Section, figure_png, render_html, render_markdown, save_figure
+from experiments.evaluation.report import (
+    Section,
+    figure_png,
+    render_html,
+    render_markdown,
+    save_figure,
+)
 
 
 def small_figure() -> Figure:

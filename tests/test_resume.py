@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
-from experiments import tracking
-from experiments.cli import main
+from experiments.cli.main import main
+from experiments.tracking import store as tracking
 
 CXRLAB = str(Path(sys.executable).parent / "cxrlab")
 EPOCHS = 4

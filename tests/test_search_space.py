@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from experiments.config import ConfigError, flatten, load_config, to_dict
-from experiments.search_space import build_pruner, build_sampler, parse_search, suggest
+from experiments.sweeps.search_space import build_pruner, build_sampler, parse_search, suggest
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 SWEEPS = ("phantom_sweep", "sweep_backbones", "sweep_aopc_pair", "phantom_shortcut_sweep")

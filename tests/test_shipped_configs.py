@@ -10,10 +10,11 @@ import mlflow
 import pytest
 from test_study_configs import STUDIES
 
-from experiments.checks import check_config
-from experiments.cli import CONFIG_DIR, main
+from experiments.cli.flags import CONFIG_DIR
+from experiments.cli.main import main
 from experiments.config import load_config, read_yaml
-from experiments.sweep_runner import load_sweep
+from experiments.sweeps.runner import load_sweep
+from experiments.training.checks import check_config
 
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 SWEEPS = [c for c in CONFIGS if "search" in read_yaml(CONFIG_DIR / f"{c}.yaml")]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.explain_set import explain_images, explanation_metrics, focus_table
-from callbacks.shortcut import shortcut_verdict
+from callbacks.explanations.explain_set import explain_images, explanation_metrics, focus_table
+from callbacks.explanations.shortcut import shortcut_verdict
 from datamodules.phantom import PHANTOM_CLASSES, render_phantom
 from experiments.config import AlarmConfig, Config, to_dict
 

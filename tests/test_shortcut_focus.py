@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from callbacks.shortcut import TAG
+from callbacks.explanations.shortcut import TAG
 from datamodules.phantom import generate_phantom
-from experiments import tracking
-from experiments.cli import main
+from experiments.cli.main import main
+from experiments.tracking import store as tracking
 
 # Near the demo's scale: with 60 images per class and 6 epochs, one seed of two gave a shortcut model
 # that had not yet learnt the markers and a clean model that had not learnt the findings. Checked on

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.datamodule import CXRDataModule
-from experiments.cli import main
+from experiments.cli.main import main
 
 
 def test_every_split_dataset_pickles(make_config: Any, folder_tree: Path) -> None:

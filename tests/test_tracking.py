@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 
-from experiments import tracking
+from experiments.tracking import store as tracking
 
 DUPLICATE = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
 
@@ -69,7 +69,7 @@ def test_two_trainings_started_together_on_a_new_store_are_both_recorded(tmp_pat
     import sys
 
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "experiments.cli", "train", "--config", "ci_tiny", "--data.root", str(folder_tree),
+    cmd = [sys.executable, "-m", "experiments.cli.main", "train", "--config", "ci_tiny", "--data.root", str(folder_tree),
            "--tracking.uri", uri, "--trainer.limit_train_batches", "1", "--explain.enabled", "false"]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([*cmd, "--tracking.run_name", f"run{i}"], env=env, cwd=tmp_path,

@@ -17,10 +17,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from samples import PNG_MAGIC
 
-from experiments import tracking
-from experiments.cli import main
+from experiments.cli.main import main
 from experiments.config import load_config
-from experiments.train import train
+from experiments.tracking import store as tracking
+from experiments.training.train import train
 from lightning_modules.checkpoint import load_classifier, read_checkpoint
 
 FAST = ["--data.num_workers", "0"]

@@ -1,0 +1,77 @@
+"""The `cxrlab compare` command line; the runner and its heavy imports: experiments.evaluation.compare."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_compare(ns: argparse.Namespace) -> int:
+    """cxrlab compare."""
+    from experiments.evaluation.compare import compare_runs, format_comparison
+
+    result = compare_runs(
+        ns.experiment,
+        ns.run_ids,
+        ns.metrics,
+        ns.sort,
+        ns.ascending,
+        ns.out,
+        ns.tracking_uri,
+        ns.heatmaps,
+        ns.kind,
+        ns.alarm,
+    )
+    print(format_comparison(result))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `cxrlab compare`."""
+    p = subparsers.add_parser(
+        "compare",
+        help="compare runs side by side (params and metrics from MLflow)",
+        description="A table of runs (backbone, head, fine-tune and chosen metrics) from MLflow, "
+        "printed and written as CSV and Markdown. Metric names accept short forms: test/f1 -> "
+        "test/macro_f1, test/auc -> test/auroc, test/recall -> every test/recall/<class>; a metric "
+        "with a best-epoch value (best/<metric>) shows that. --heatmaps correlates the "
+        "eigen-heatmaps of two runs (heatmap robustness between models or datasets).",
+    )
+    p.add_argument(
+        "run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (and/or --experiment)"
+    )
+    p.add_argument("--experiment", default=None, help="compare every run of this MLflow experiment")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metrics [default: test accuracy, macro F1 and disease recall, "
+        "validation accuracy and macro F1, AOPC, lung and border focus, where logged]",
+    )
+    p.add_argument(
+        "--sort", default=None, metavar="METRIC", help="sort by this metric, largest first"
+    )
+    p.add_argument("--ascending", action="store_true", help="sort smallest first (losses)")
+    p.add_argument(
+        "--kind",
+        default="all",
+        help="all, or the runs of one kind: train | evaluate | explain [default: all]",
+    )
+    p.add_argument(
+        "--alarm",
+        default="all",
+        choices=["all", "yes", "no"],
+        help="all, or only the runs whose shortcut alarm fired (yes) or stayed quiet (no) "
+        "[default: all]",
+    )
+    p.add_argument("--out", default=None, help="output folder [default: mlruns/comparisons/<time>]")
+    p.add_argument(
+        "--tracking_uri",
+        default=None,
+        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]",
+    )
+    p.add_argument(
+        "--heatmaps",
+        action="store_true",
+        help="heatmap-robustness correlations of exactly two runs",
+    )
+    p.set_defaults(func=cmd_compare)

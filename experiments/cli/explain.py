@@ -1,0 +1,56 @@
+"""`cxrlab explain` command line (the work happens in experiments.evaluation.explain, imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+
+from experiments.cli.flags import add_config_flags, overrides_from
+
+
+def cmd_explain(ns: argparse.Namespace) -> int:
+    """cxrlab explain."""
+    from experiments.evaluation.explain import explain_checkpoint, explain_compare
+
+    if ns.checkpoint == "compare":
+        if len(ns.refs) != 2:
+            raise ValueError("usage: cxrlab explain compare A B  (run ids, heatmaps.npz files or explain folders)")
+        table = explain_compare(*ns.refs, out=ns.out, uri=ns.tracking_uri)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        diag = table[table["image_class"] == table["heatmap_class"]]
+        print(f"\nmean average-heatmap correlation (same class): {diag['average_corr'].mean():.3f}; "
+              f"mean PC1 correlation: {diag['pc1_corr'].mean():.3f}")
+        return 0
+    if ns.refs:
+        raise ValueError(f"unexpected arguments {ns.refs}; cxrlab explain takes one CHECKPOINT")
+    result = explain_checkpoint(
+        ns.checkpoint, overrides_from(ns), ns.split, ns.out, ns.max_per_class or None, ns.tracking_uri
+    )
+    print(f"explained {result['n_images']} images of the {ns.split} split -> {result['out']}")
+    if result["verdict"]:
+        print(result["verdict"])
+    for key, value in result["metrics"].items():
+        print(f"  {key:<32} {value:.4f}")
+    print(f"  MLflow run: {result['run_id']}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `cxrlab explain`."""
+    p = sub.add_parser(
+        "explain", help="heatmaps, eigen-heatmaps, AOPC and focus of a checkpoint on any split",
+        usage="cxrlab explain CHECKPOINT [--split test] [--out DIR] [--max-per-class N] [--data.KEY V ...]\n"
+        "       cxrlab explain compare A B [--out DIR]",
+        description="Explain a checkpoint: the same figures, tables and metrics as the training-time "
+        "ExplainCallback, on any split (or another dataset via --data.root). `explain compare A B` "
+        "correlates two heatmap sets (MLflow run ids, heatmaps.npz files or explain output folders): "
+        "original vs new images, or model 1 vs model 2. --data.* and --explain.* override the checkpoint's config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a cxrlab .ckpt, or the word `compare`")
+    p.add_argument("refs", nargs="*", help="with `compare`: the two heatmap sets A B")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to explain [default: test]")
+    p.add_argument("--out", help="output folder [default: mlruns/explanations/<time>-<checkpoint>]")
+    p.add_argument("--max-per-class", type=int, default=50, help="images per class (0 = all) [default: 50]")
+    p.add_argument("--tracking_uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
+    add_config_flags(p, sections=("data", "explain"))
+    p.set_defaults(func=cmd_explain)

@@ -1,0 +1,88 @@
+"""`cxrlab train`: one training run from a config, or the resume of one from its checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from experiments.cli.flags import add_config_flags, config_path, overrides_from
+from experiments.config import ConfigError
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    """cxrlab train."""
+    from experiments.config import from_dict, load_config, set_dotted, to_yaml
+    from experiments.training.checks import check_config
+    from experiments.training.train import resolve, resume_config, train
+
+    overrides = overrides_from(ns)
+    if ns.tracking_uri:
+        overrides["tracking.uri"] = ns.tracking_uri
+    run_id = None
+    if ns.resume:
+        from experiments.tracking import store as tracking
+        from lightning_modules.checkpoint import read_checkpoint
+
+        # runs:/RUN_ID/checkpoints/last.ckpt: the resume checkpoint a run uploaded to its server.
+        uri = overrides.get("tracking.uri")
+        ns.resume = str(tracking.local_checkpoint(ns.resume, uri, overrides.get("tracking.checkpoint_dir")))
+        ckpt = read_checkpoint(ns.resume)
+        raw, run_id = resume_config(ckpt)
+        if ns.config:
+            raise ConfigError("--resume takes its config from the checkpoint; drop --config (overrides still apply)")
+        for k, v in overrides.items():
+            set_dotted(raw, k, v)
+        where = f"{ns.resume} (config stored in the checkpoint)"
+        cfg = from_dict(raw, where)
+    else:
+        path = config_path(ns.config)
+        where = str(path) if path else "config"
+        cfg = load_config(path, overrides)
+    check_config(cfg, where)
+    if ns.print_config:
+        print(to_yaml(resolve(cfg)), end="")
+        return 0
+    result = train(cfg, resume=ns.resume, run_id=run_id)
+    if result.interrupted:
+        print("cxrlab: training interrupted; resume with --resume on the last.ckpt of this run", file=sys.stderr)
+        return 130
+    _print_result(result, cfg)
+    return 0
+
+
+def _print_result(result: Any, cfg: Any) -> None:
+    if result.run_id is None and not cfg.trainer.fast_dev_run:
+        return  # a non-zero DDP rank: rank 0 reports
+    m = result.metrics
+    print("\n== cxrlab train: done ==")
+    for key in ("val/acc", "val/macro_f1", "val/auroc", "val/disease_recall", "test/acc", "test/macro_f1"):
+        if key in m:
+            print(f"  {key:<20} {m[key]:.4f}")
+    if result.best_score is not None:
+        print(f"  best {cfg.trainer.monitor} = {result.best_score:.4f}")
+    if result.best_checkpoint:
+        print(f"  checkpoint: {result.best_checkpoint}")
+    if result.run_id:
+        from experiments.tracking import store as tracking
+
+        print(f"  MLflow run: {result.run_id}  (store {tracking.resolve_uri(cfg.tracking.uri)})")
+        print("  browse:     cxrlab ui   ->  http://127.0.0.1:5000")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `cxrlab train`."""
+    p = sub.add_parser(
+        "train", help="train one model (one MLflow run)",
+        usage="cxrlab train [--config FILE] [--resume CKPT] [--print_config] [--SECTION.KEY VALUE ...]",
+        description="Train a classifier from a YAML config plus dotted overrides, e.g.\n"
+        "  cxrlab train --config phantom_demo --model.backbone resnet18 --trainer.max_epochs 2\n"
+        "Every config key is a flag below; values are parsed as YAML scalars/lists (0.8,0.1,0.1).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", "-c", help="YAML config file, or the name of a shipped one (see experiments/configs/)")
+    p.add_argument("--resume", metavar="CKPT", help="continue a crashed/stopped run from its checkpoint (last.ckpt, or runs:/RUN_ID/checkpoints/last.ckpt on a tracking server), in the same MLflow run")
+    p.add_argument("--print_config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--tracking_uri", help="MLflow tracking URI (same as --tracking.uri)")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,230 @@
+"""`cxrlab compare`: runs side by side from MLflow, and the heatmap robustness of two runs."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
+from experiments.evaluation.report import markdown_table, text_table
+from experiments.tracking import store as tracking
+
+DEFAULT_METRICS = (
+    "test/acc",
+    "test/macro_f1",
+    "test/disease_recall",
+    "val/acc",
+    "val/macro_f1",
+    "explain/aopc",
+    "explain/lung_focus",
+    "explain/border_focus",
+    "test/explain/lung_focus",
+    "test/explain/border_focus",
+)
+# Short names people type for the metric names cxrlab logs (the last path component).
+ALIASES = {"f1": "macro_f1", "auc": "auroc", "accuracy": "acc", "sensitivity": "recall"}
+PARAMS = ("backbone", "head", "finetune")
+BEST = "best/"
+COMPARE_ROOT = Path("mlruns/comparisons")
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def find_runs(
+    client: Any, experiment: str | None, run_ids: Sequence[str], kind: str = "all", alarm: str = "all"
+) -> list[Any]:
+    """The runs named by id plus those of an experiment; kind != 'all' keeps one cxrlab.kind,
+    alarm yes|no keeps the runs whose shortcut check fired (or did not)."""
+    from mlflow.exceptions import MlflowException
+
+    if experiment is None and not run_ids:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(
+            f"give --experiment NAME or RUN_IDs to compare (experiments in the store: {names})"
+        )
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(run_id))
+        except MlflowException:
+            raise ValueError(
+                f"run {run_id!r} not found in the tracking store; check the id and --tracking_uri"
+            ) from None
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise ValueError(
+                f"--experiment {experiment!r} not found; experiments in the store: {names}"
+            )
+        seen = {r.info.run_id for r in runs}
+        found = client.search_runs(
+            [exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"]
+        )
+        runs += [r for r in found if r.info.run_id not in seen]
+    if kind != "all":
+        runs = [r for r in runs if r.data.tags.get("cxrlab.kind") == kind]
+    if alarm not in ("all", "yes", "no"):
+        raise ValueError(f"--alarm {alarm!r}: choose all, yes or no")
+    if alarm != "all":
+        runs = [r for r in runs if r.data.tags.get(SHORTCUT_TAG) == alarm]
+    if not runs:
+        raise ValueError(
+            f"no runs to compare (experiment {experiment!r}, kind {kind}, alarm {alarm}); train some first"
+        )
+    return runs
+
+
+def logged_metrics(runs: Sequence[Any]) -> set[str]:
+    """Every metric name logged by the runs, best/ versions counted under their plain name too."""
+    names = {k for r in runs for k in r.data.metrics}
+    return names | {k.removeprefix(BEST) for k in names if k.startswith(BEST)}
+
+
+def resolve_metric(name: str, available: set[str]) -> list[str]:
+    """The metric columns a requested name stands for: itself, its alias, or its per-class group."""
+    head, _, leaf = name.strip().rpartition("/")
+    aliased = f"{head}/{ALIASES[leaf]}" if head and leaf in ALIASES else ALIASES.get(name, name)
+    candidates = list(dict.fromkeys([name, aliased]))
+    # An exact name (or alias) wins over a per-class group: test/f1 is test/macro_f1, not test/f1/*.
+    for candidate in candidates:
+        if candidate in available:
+            return [candidate]
+    for candidate in candidates:
+        group = sorted(k for k in available if k.startswith(candidate + "/"))
+        if group:
+            return group
+    close = difflib.get_close_matches(name, sorted(available), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(
+        f"--metrics/--sort {name!r} is not logged by any of the compared runs; {hint}"
+        f"logged: {', '.join(sorted(k for k in available if not k.startswith(BEST))[:25])}"
+    )
+
+
+def metric_value(run: Any, key: str) -> float:
+    """A run's value of a metric: its best-epoch value (best/<key>) when logged, else the last."""
+    metrics = run.data.metrics
+    return float(metrics.get(BEST + key, metrics.get(key, np.nan)))
+
+
+def _param(run: Any, name: str) -> str:
+    """backbone/head/finetune from the run's tags, else from its model.* params."""
+    return run.data.tags.get(name) or run.data.params.get(f"model.{name}", "")
+
+
+def compare_table(
+    runs: Sequence[Any],
+    metrics: Sequence[str] | None = None,
+    sort: str | None = None,
+    ascending: bool = False,
+) -> pd.DataFrame:
+    """One row per run: id, name, kind, backbone, head, finetune, shortcut alarm and the chosen metrics."""
+    available = logged_metrics(runs)
+    if metrics:
+        columns = [c for m in metrics for c in resolve_metric(m, available)]
+    else:
+        # The defaults are a menu: only those some run logged are shown.
+        columns = [
+            c for m in DEFAULT_METRICS if m in available for c in resolve_metric(m, available)
+        ]
+    columns = list(dict.fromkeys(columns))
+    table = pd.DataFrame(
+        [
+            {
+                "run_id": r.info.run_id,
+                "run_name": r.info.run_name,
+                "kind": r.data.tags.get("cxrlab.kind", ""),
+                **{p: _param(r, p) for p in PARAMS},
+                "alarm": r.data.tags.get(SHORTCUT_TAG, "-"),  # -: the run explained nothing
+                **{c: metric_value(r, c) for c in columns},
+            }
+            for r in runs
+        ]
+    )
+    if sort is not None:
+        key = resolve_metric(sort, available)
+        if len(key) != 1:
+            raise ValueError(
+                f"--sort {sort!r} names {len(key)} metrics ({', '.join(key)}); sort by one of them"
+            )
+        if key[0] not in table.columns:
+            table[key[0]] = [metric_value(r, key[0]) for r in runs]
+        table = table.sort_values(key[0], ascending=ascending, na_position="last", kind="stable")
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- heatmaps
+
+
+def heatmap_robustness(run_a: str, run_b: str, uri: str) -> pd.DataFrame:
+    """Correlations of two runs' last logged heatmap sets (averages and PC1 eigen-heatmaps)."""
+    from callbacks.explanations.explain_set import robustness
+    from experiments.evaluation.explain import heatmap_set
+
+    return robustness(heatmap_set(run_a, uri), heatmap_set(run_b, uri))
+
+
+# ---------------------------------------------------------------------------- runner
+
+
+def compare_runs(
+    experiment: str | None = None,
+    run_ids: Sequence[str] = (),
+    metrics: Sequence[str] | str | None = None,
+    sort: str | None = None,
+    ascending: bool = False,
+    out: str | Path | None = None,
+    tracking_uri: str | None = None,
+    heatmaps: bool = False,
+    kind: str = "all",
+    alarm: str = "all",
+) -> dict[str, Any]:
+    """The comparison table (plus the robustness table with heatmaps) as CSV and Markdown."""
+    from mlflow import MlflowClient
+
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    uri = tracking.resolve_uri(tracking_uri)
+    runs = find_runs(MlflowClient(uri), experiment, run_ids, kind, alarm)
+    table = compare_table(runs, metrics, sort, ascending)
+    robustness, pair = None, [r.info.run_id for r in runs[:2]]
+    if heatmaps:
+        if len(runs) != 2:
+            raise ValueError(
+                f"--heatmaps compares exactly two runs, got {len(runs)}; pass two RUN_IDs"
+            )
+        robustness = heatmap_robustness(*pair, uri)
+    out = Path(out) if out is not None else COMPARE_ROOT / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "compare.csv", out / "compare.md"]
+    table.to_csv(files[0], index=False)
+    note = "Values are best-epoch values (best/<metric>) where a run logged them, else the last."
+    files[1].write_text(f"# Run comparison\n\n{note}\n\n{markdown_table(table)}\n")
+    if robustness is not None:
+        files += [out / "heatmap_robustness.csv", out / "heatmap_robustness.md"]
+        robustness.to_csv(files[2], index=False)
+        files[3].write_text(
+            "# Heatmap robustness\n\nPearson correlation of average heatmaps (every image class x "
+            "heatmap class) and of the first eigen-heatmaps (diagonal) between the last logged "
+            f"heatmap sets of runs {pair[0]} and {pair[1]}.\n\n{markdown_table(robustness)}\n"
+        )
+    return {"table": table, "robustness": robustness, "files": [str(f) for f in files]}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The terminal view of compare_runs: the table (short run ids), robustness, written files."""
+    table = result["table"].assign(run_id=result["table"]["run_id"].str[:8])
+    lines = [text_table(table)]
+    if result["robustness"] is not None:
+        lines += ["", "heatmap robustness (last heatmap set of each run)"]
+        lines.append(text_table(result["robustness"]))
+    lines += ["", "written: " + ", ".join(result["files"])]
+    return "\n".join(lines)

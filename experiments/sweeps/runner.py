@@ -1,0 +1,499 @@
+"""The sweep runner: an Optuna study over a training config, optimised by K worker processes.
+
+The launcher creates (or resumes, by name) the study and its MLflow parent run, starts K
+workers (each pinned to one GPU through CUDA_VISIBLE_DEVICES, or to the CPU with cores/K
+torch threads) that all optimise the same study, and logs the study report when they stop.
+Workers share one trial budget, so `--n-trials N` means N new trials in all, and trial
+numbers continue where the study left off. A worker that dies is reported at once; its trial
+is failed and re-queued and a replacement started (`WorkerPool`), so the launch still delivers
+its trials. Several launches (nodes) may run on one study at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from experiments.config import (
+    Config,
+    ConfigError,
+    flatten,
+    from_dict,
+    read_yaml,
+    set_dotted,
+    to_dict,
+)
+from experiments.sweeps import recovery as sweep_recovery
+from experiments.sweeps import trial_runs as sweep_tracking
+from experiments.sweeps.search_space import (
+    SweepSpec,
+    build_pruner,
+    build_sampler,
+    corner_points,
+    parse_search,
+)
+from experiments.sweeps.status import LAUNCH_ATTR, format_status
+from experiments.sweeps.storage import default_storage, open_storage, redact
+from experiments.tracking import store as tracking
+from experiments.training.checks import check_config
+
+
+@dataclass(frozen=True)
+class LoadedSweep:
+    """A sweep YAML: the parsed search block and the base training config (overrides applied)."""
+
+    spec: SweepSpec
+    base_raw: dict[str, Any]
+    base: Config
+    where: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a worker process needs to join the study (picklable: workers are spawned)."""
+
+    config: str
+    overrides: dict[str, Any]
+    study_name: str
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    timeout: float | None
+    seed_offset: int  # trials in the study at launch: a resumed launch draws fresh samples
+
+
+@dataclass
+class SweepOutcome:
+    """What a launch did."""
+
+    study_name: str
+    storage: str
+    parent_run_id: str | None
+    new_trials: int
+    interrupted: bool = False
+    worker_exit_codes: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dead_workers: list[str] = field(default_factory=list)
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedSweep:
+    """Read a sweep YAML; the overrides apply to every trial and may not touch searched keys."""
+    raw = read_yaml(path)
+    if "search" not in raw:
+        raise ConfigError(
+            f"{path}: no search: block; a sweep config is a training config plus search: "
+            "(see experiments/configs/phantom_sweep.yaml)"
+        )
+    spec = parse_search(raw.pop("search"), str(path))
+    overrides = overrides or {}
+    clash = sorted({p.name for p in spec.params} & overrides.keys())
+    if clash:
+        raise ConfigError(f"{path}: {', '.join(clash)} searched in search.params; drop the override or the parameter")
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    where = f"{path} (with overrides)" if overrides else str(path)
+    base = check_config(from_dict(copy.deepcopy(raw), where), where)
+    check_search_space(spec, raw, where)
+    return LoadedSweep(spec, raw, base, where)
+
+
+def check_search_space(spec: SweepSpec, raw: dict[str, Any], where: str) -> None:
+    """Validate the config of every combination the study can sample (ranges at both ends)."""
+    flat = flatten(raw)
+    for point in corner_points(spec, flat):
+        trial_raw = copy.deepcopy(raw)
+        for key, value in point.items():
+            set_dotted(trial_raw, key, value)
+        shown = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            check_config(from_dict(trial_raw, where), where)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in the search space, at {shown})") from None
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study or load it by name, checking it optimises the same objectives; True when
+    this launch created it (of launches started at once on several nodes, exactly one does)."""
+    spec = loaded.spec
+    options = {"study_name": name, "storage": storage, "sampler": build_sampler(spec, spec.seed), "pruner": build_pruner(spec)}
+    try:
+        study, created = optuna.create_study(directions=list(spec.directions), **options), True
+        study.set_user_attr(sweep_tracking.PARENT_PENDING_ATTR, True)  # launches joining now wait for its parent run
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(**options), False
+    directions = [d.name.lower() for d in study.directions]
+    stored = study.user_attrs.get("objectives", list(spec.objectives))
+    if directions != list(spec.directions) or stored != list(spec.objectives):
+        raise ValueError(
+            f"study {name!r} optimises {stored} ({directions}), this config {list(spec.objectives)} "
+            f"({list(spec.directions)}); pick another --study-name"
+        )
+    study.set_user_attr("objectives", list(spec.objectives))
+    return study, created
+
+
+def trial_budget(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> int | None:
+    """New trials for this launch: --n-trials, else search.n_trials; a grid is capped at the
+    points not yet run (plus re-queued trials, which run first)."""
+    n = n_trials if n_trials is not None else spec.n_trials
+    if spec.sampler != "grid":
+        return n
+    grid = spec.grid()
+    trials = study.get_trials(deepcopy=False)
+    done = {
+        t.system_attrs["grid_id"] for t in trials
+        if t.state.is_finished() and "grid_id" in t.system_attrs and t.system_attrs.get("search_space") == grid
+    }
+    left = spec.grid_size() - len(done) + sum(t.state == TrialState.WAITING for t in trials)
+    return left if n is None else min(n, left)
+
+
+def worker_seed(seed: int, offset: int, worker: int) -> int:
+    """A sampler seed per (launch, worker): workers and resumed launches draw different samples."""
+    return int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0])
+
+
+class TrialBudget:
+    """Trials started by one launch, shared by its workers; `take` is atomic across processes."""
+
+    def __init__(self, counter: Any, limit: int | None, parent_pid: int | None = None) -> None:
+        self.counter = counter
+        self.limit = limit
+        self.parent_pid = parent_pid
+
+    def left(self) -> bool:
+        """Whether trials are left to start."""
+        return self.limit is None or self.counter.value < self.limit
+
+    def release(self, n: int = 1) -> None:
+        """Hand back the slots of `n` trials that a dead worker started but did not finish."""
+        with self.counter.get_lock():
+            self.counter.value = max(0, self.counter.value - n)
+
+    def take(self) -> bool:
+        """Claim one trial; False when the launch's budget is spent."""
+        if self.limit is None:
+            return True
+        with self.counter.get_lock():
+            if self.counter.value >= self.limit:
+                return False
+            self.counter.value += 1
+            return True
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """study.optimize callback: claim the next trial or stop (also when the launcher died)."""
+        orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
+        if orphaned or not self.take():
+            study.stop()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
+    """Optimise the plan's study until the budget, the timeout or the grid runs out; 130 on Ctrl-C."""
+    from experiments.sweeps.objective import TrialContext, run_trial
+
+    loaded = load_sweep(plan.config, plan.overrides)
+    spec = loaded.spec
+    client = MlflowClient(plan.tracking_uri)
+    storage = open_storage(
+        plan.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry,
+        on_stale=sweep_tracking.stale_run_closer(client),
+    )
+    study = optuna.load_study(
+        study_name=plan.study_name, storage=storage,
+        sampler=build_sampler(spec, worker_seed(spec.seed, plan.seed_offset, worker)), pruner=build_pruner(spec),
+    )
+    ctx = TrialContext(
+        spec, loaded.base_raw, flatten(to_dict(loaded.base)), loaded.where, client,
+        plan.experiment_id, plan.parent_id, plan.study_name,
+    )
+    if not budget.take():
+        return 0
+    try:
+        study.optimize(
+            functools.partial(run_trial, ctx), timeout=plan.timeout, catch=(Exception,),
+            callbacks=[sweep_tracking.trial_run_closer(client, spec.objectives), budget],
+        )
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _worker_process(plan: SweepPlan, worker: int, budget: TrialBudget, threads: int) -> None:
+    """Entry point of a spawned worker (its own process group: the launcher forwards Ctrl-C once)."""
+    os.setpgrp()
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.exit(run_worker(plan, worker, budget))
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use ($CUDA_VISIBLE_DEVICES, else every device torch sees)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_devices(workers: int | None, gpus: str) -> list[str | None]:
+    """One entry per worker: the GPU it is pinned to (round-robin over `gpus`), or None for CPU."""
+    if gpus == "auto":
+        ids = visible_gpus()
+    elif gpus.lower() in ("", "none", "cpu"):
+        ids = []
+    else:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    k = workers if workers is not None else max(1, len(ids))
+    if k < 1:
+        raise ValueError(f"--workers {k}: need at least one worker")
+    return [ids[i % len(ids)] if ids else None for i in range(k)]
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclass
+class WorkerPool:
+    """The worker processes of one launch. A worker that dies (killed, OOM, segfault) is
+    reported, its trial failed and re-queued at once, its trial slot handed back to the budget,
+    and a replacement started on the same device while trials are left to run."""
+
+    plan: SweepPlan
+    budget: TrialBudget
+    study: optuna.Study  # storage with the study's re-queue callback
+    client: MlflowClient
+    max_respawns: int
+    threads: int
+    live: dict[int, tuple[Any, str | None]] = field(default_factory=dict)  # sentinel -> (process, device)
+    codes: list[int] = field(default_factory=list)
+    deaths: list[str] = field(default_factory=list)
+    started: int = 0
+
+    def start(self, device: str | None) -> None:
+        """Start worker number `started` pinned to `device` (None: CPU)."""
+        ctx = mp.get_context("spawn")
+        index = self.started
+        with _environ(CUDA_VISIBLE_DEVICES=device or "", OMP_NUM_THREADS=str(self.threads)):
+            p = ctx.Process(
+                target=_worker_process, args=(self.plan, index, self.budget, self.threads), name=f"sweep-worker-{index}"
+            )
+            p.start()
+        self.live[p.sentinel] = (p, device)
+        self.started += 1
+
+    def watch(self) -> None:
+        """Wait for every worker to end, recovering from deaths as they happen."""
+        while self.live:
+            for sentinel in multiprocessing.connection.wait(list(self.live)):
+                p, device = self.live.pop(sentinel)
+                p.join()
+                self.codes.append(p.exitcode)
+                if p.exitcode not in (0, 130):
+                    self._recover(p, device)
+
+    def _recover(self, p: Any, device: str | None) -> None:
+        why = f"worker {p.name} (pid {p.pid}, {'GPU ' + device if device else 'CPU'}) died: {sweep_recovery.describe_exit(p.exitcode)}"
+        requeued = sweep_recovery.recover_trials(self.study, self.client, p.pid, why)
+        self.budget.release(len(requeued))
+        what = f"trial(s) {', '.join(map(str, requeued))} failed and re-queued" if requeued else "no running trial"
+        self.deaths.append(f"{why}; {what}")
+        print(f"cxrlab sweep: {self.deaths[-1]}", file=sys.stderr)
+        if self.budget.left() and len(self.deaths) <= self.max_respawns:
+            self.start(device)
+            print(f"cxrlab sweep: started a replacement worker on {'GPU ' + device if device else 'CPU'}", file=sys.stderr)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: forward it once to every live worker (their trials are re-queued) and wait."""
+        print("cxrlab sweep: stopping workers (their trials are re-queued) ...", file=sys.stderr)
+        for p, _ in self.live.values():
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p, _ in self.live.values():
+            p.join()
+            self.codes.append(p.exitcode)
+        self.live.clear()
+
+
+def _spawn_workers(
+    plan: SweepPlan, devices: list[str | None], limit: int | None, study: optuna.Study, client: MlflowClient, max_retry: int | None
+) -> tuple[list[int], bool, list[str]]:
+    """Run one process per device; returns their exit codes, whether Ctrl-C stopped them and the
+    worker deaths recovered from."""
+    ctx = mp.get_context("spawn")
+    budget = TrialBudget(ctx.Value("i", 0), limit, parent_pid=os.getpid())
+    threads = max(1, len(os.sched_getaffinity(0)) // len(devices))
+    # Replacements are bounded like re-queues, so a worker that dies on every start cannot loop.
+    pool = WorkerPool(plan, budget, study, client, len(devices) * (3 if max_retry is None else max_retry), threads)
+    for device in devices:
+        pool.start(device)
+    interrupted = False
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # docker stop = Ctrl-C
+    try:
+        pool.watch()
+    except KeyboardInterrupt:
+        interrupted = True
+        pool.interrupt()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return pool.codes, interrupted or 130 in pool.codes, pool.deaths
+
+
+# --------------------------------------------------------------------------- launch
+
+
+def _parent_params(loaded: LoadedSweep, name: str, storage: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parent run's params: the sweep settings, the search space and the shared base config."""
+    spec = loaded.spec
+    searched = {p.name for p in spec.params}
+    params: dict[str, Any] = {
+        "sweep.study_name": name,
+        "sweep.storage": redact(storage),
+        "sweep.config": loaded.where,
+        "sweep.objectives": ",".join(spec.objectives),
+        "sweep.directions": ",".join(spec.directions),
+        "sweep.sampler": spec.sampler,
+        "sweep.sampler_options": json.dumps(dict(spec.sampler_options), default=str),
+        "sweep.pruner": spec.pruner if spec.pruned else "none",
+        "sweep.pruner_options": json.dumps(dict(spec.pruner_options), default=str),
+        "sweep.seed": spec.seed,
+        "sweep.overrides": json.dumps(overrides, default=str),
+    }
+    for p in spec.params:
+        shape = list(p.values) if p.kind == "categorical" else f"{p.kind}[{p.low}, {p.high}]" + (" log" if p.log else "")
+        params[f"search.{p.name}"] = f"{shape}" + (f" when {dict(p.when)}" if p.when else "")
+    base = {k: v for k, v in flatten(to_dict(loaded.base)).items() if k not in searched}
+    return params | base
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative sqlite:/// URI made absolute: MLflow caches stores by URI string, so a
+    relative one would keep pointing at the first working directory it was used in."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def run_sweep(
+    config: str | Path,
+    overrides: dict[str, Any] | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    workers: int | None = None,
+    gpus: str = "auto",
+) -> SweepOutcome:
+    """Create or resume the study, run the workers, log the study report on the parent run."""
+    overrides = dict(overrides or {})
+    loaded = load_sweep(config, overrides)
+    spec = loaded.spec
+    name = study_name or spec.study_name or Path(config).stem
+    storage = storage or default_storage(name)
+    devices = worker_devices(workers, gpus)
+    if storage.startswith("sqlite:") and len(devices) > 1:
+        raise ValueError(
+            f"--storage {storage}: SQLite is for one worker; use the default journal file or postgresql:// "
+            f"for --workers {len(devices)}"
+        )
+    if timeout is None and n_trials is None and spec.n_trials is None and spec.sampler != "grid":
+        raise ValueError(f"{loaded.where}: set search.n_trials, --n-trials or --timeout to bound the sweep")
+    study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
+    limit = trial_budget(study, spec, n_trials)
+    outcome = SweepOutcome(name, storage, None, 0)
+    if limit == 0:
+        outcome.notes.append(f"study {name!r}: every grid point has run; nothing to do")
+        print(outcome.notes[-1])
+        return outcome
+    uri = absolute_uri(tracking.resolve_uri(loaded.base.tracking.uri))
+    if uri != loaded.base.tracking.uri:
+        # Every trial (and every worker, whatever its cwd) records into the launcher's store.
+        overrides["tracking.uri"] = uri
+    client = MlflowClient(uri)
+    experiment_id = tracking.ensure_experiment(client, loaded.base.tracking.experiment, uri)
+    tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
+    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
+    outcome.parent_run_id = parent
+    sweep_tracking.log_params(client, parent, _parent_params(loaded, name, storage, overrides))
+    search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
+    tracking.log_file_object(client, parent, search_yaml.encode(), "sweep_config.yaml")
+    if not spec.pruned:
+        why = "multi-objective studies cannot be pruned" if spec.multi_objective else "pruner: none"
+        outcome.notes.append(f"pruning is off: {why}")
+        client.set_tag(parent, "sweep.pruning", outcome.notes[-1])
+        print(f"cxrlab sweep: {outcome.notes[-1]}")
+    before = len(study.trials)
+    launch = {
+        "started": time.time(), "target": None if limit is None else before + limit,
+        "timeout": timeout, "workers": len(devices), "host": socket.gethostname(),
+    }
+    study.set_user_attr(LAUNCH_ATTR, launch)
+    plan = SweepPlan(str(config), overrides, name, storage, uri, experiment_id, parent, timeout, before)
+    where = ", ".join(f"GPU {d}" if d is not None else "CPU" for d in devices)
+    print(f"cxrlab sweep: study {name!r} ({redact(storage)}), {limit if limit is not None else 'unbounded'} new "
+          f"trial(s) from #{before}, {len(devices)} worker(s): {where}; MLflow parent run {parent}")
+    try:
+        if len(devices) == 1 and devices[0] is None:
+            with _environ(CUDA_VISIBLE_DEVICES=""):  # a CPU worker, even where GPUs exist
+                code = run_worker(plan, 0, TrialBudget(mp.get_context("spawn").Value("i", 0), limit))
+            outcome.worker_exit_codes, outcome.interrupted = [code], code == 130
+        else:
+            outcome.worker_exit_codes, outcome.interrupted, outcome.dead_workers = _spawn_workers(
+                plan, devices, limit, study, client, spec.max_retry
+            )
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        study.set_user_attr(LAUNCH_ATTR, launch | {"ended": time.time(), "interrupted": outcome.interrupted})
+        outcome.new_trials = len(study.trials) - before
+        outcome.notes += sweep_tracking.report_study(client, parent, study, spec.objectives)
+        outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
+        elsewhere = sweep_tracking.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
+        if elsewhere:
+            outcome.notes.append(
+                f"parent run {parent} stays RUNNING: trial(s) {', '.join(map(str, elsewhere))} still run in "
+                "another launch, which closes it when it ends"
+            )
+            print(f"cxrlab sweep: {outcome.notes[-1]}")
+    print(format_status(study))
+    return outcome

@@ -1,0 +1,198 @@
+"""The training runner: config -> DataModule + CXRClassifier + Trainer, one MLflow run."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from callbacks.explain import ExplainCallback
+from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.run_recorder import (
+    LastCheckpointUpload,
+    RunRecorder,
+    run_artifact_sink,
+    run_tag_sink,
+)
+from datamodules.datamodule import CXRDataModule
+from experiments.config import Config, to_dict
+from experiments.tracking import store as tracking
+from experiments.tracking.run_logger import RunLogger
+from lightning_modules.backbones import default_input_size
+from lightning_modules.classifier import CXRClassifier
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced."""
+
+    run_id: str | None
+    best_checkpoint: str | None
+    best_score: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def resolve(cfg: Config) -> Config:
+    """A copy with derived values filled in (input size from the backbone, run name)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.data.image_size is None:
+        cfg.data.image_size = default_input_size(cfg.model.backbone)
+    if cfg.tracking.run_name is None:
+        cfg.tracking.run_name = f"{cfg.model.backbone}-{cfg.model.head}-{cfg.model.finetune}"
+    return cfg
+
+
+def parse_devices(devices: str) -> int | list[int] | str:
+    """'auto' | '2' | '0,1' -> what Lightning expects."""
+    if devices == "auto":
+        return devices
+    if "," in devices or devices.startswith("["):
+        return [int(d) for d in devices.strip("[]").split(",") if d.strip()]
+    try:
+        return int(devices)
+    except ValueError:
+        raise ValueError(f"trainer.devices={devices!r}; use auto, a count (2) or ids (0,1)") from None
+
+
+def precision_for(cfg: Config) -> str:
+    """bf16-mixed where CUDA will be used and supports it, else 32-true, unless set."""
+    t = cfg.trainer
+    if t.precision != "auto":
+        return t.precision
+    on_cuda = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def run_tags(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags every training run carries."""
+    tags = {
+        "backbone": cfg.model.backbone,
+        "head": cfg.model.head,
+        "finetune": cfg.model.finetune,
+        "dataset": Path(str(cfg.data.root)).name,
+        "cxrlab.kind": "train",
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags | (extra or {})
+
+
+def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[L.Callback]) -> L.Trainer:
+    """A Lightning Trainer for the config, with checkpointing and early stopping on the monitor."""
+    t = cfg.trainer
+    cbs = list(callbacks)
+    if not t.fast_dev_run:
+        cbs.append(
+            ModelCheckpoint(
+                monitor=t.monitor, mode=t.mode, save_top_k=1, save_last=False,
+                filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+            )
+        )
+        cbs.append(LastCheckpoint())
+        if logger is not None:
+            cbs.append(LearningRateMonitor(logging_interval="epoch"))
+    if t.patience is not None:
+        cbs.append(EarlyStopping(monitor=t.monitor, mode=t.mode, patience=t.patience))
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=parse_devices(t.devices),
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=precision_for(cfg),
+        logger=logger if logger is not None else False,
+        callbacks=cbs,
+        limit_train_batches=_limit(t.limit_train_batches),
+        limit_val_batches=_limit(t.limit_val_batches),
+        limit_test_batches=_limit(t.limit_test_batches),
+        fast_dev_run=t.fast_dev_run,
+        log_every_n_steps=t.log_every_n_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
+        # (fast_dev_run writes nothing, so it needs no store: resolving the URI would create one.)
+        default_root_dir=None if t.fast_dev_run else str(
+            tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)
+        ),
+    )
+
+
+def _limit(v: float) -> float | int:
+    """Lightning reads a float as a fraction and an int as a batch count; 1.0 stays 'all'."""
+    return int(v) if v.is_integer() and v != 1.0 else v
+
+
+def train(
+    cfg: Config,
+    resume: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: Sequence[L.Callback] = (),
+) -> TrainResult:
+    """Train one model; everything is recorded in one MLflow run (continued when resuming)."""
+    cfg = resolve(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = CXRDataModule(to_dict(cfg)["data"], seed=cfg.seed, image_size=cfg.data.image_size)
+    dm.prepare_table()
+    model = CXRClassifier(to_dict(cfg), dm.classes, dm.class_weights)
+    logger = None
+    uploads: list[L.Callback] = []
+    if not cfg.trainer.fast_dev_run:
+        uri = tracking.resolve_uri(cfg.tracking.uri)
+        if cfg.tracking.upload_last and tracking.is_server(uri):
+            uploads.append(LastCheckpointUpload())  # another node resumes from the server
+        if run_id is None:  # ours, not the logger's: tagged, and safe when runs start together
+            tracking.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
+        logger = RunLogger(
+            experiment_name=cfg.tracking.experiment,
+            run_name=None if run_id else cfg.tracking.run_name,
+            tracking_uri=uri,
+            tags=None if run_id else run_tags(cfg, tags),
+            artifact_location=tracking.artifact_location(uri),
+            run_id=run_id,
+        )
+    recorder = RunRecorder(cfg, resumed_from=resume)
+    # Order matters: explanations land in callback_metrics before the recorder snapshots the best
+    # epoch and before a sweep's pruning callback reads its objective.
+    explainers = (
+        [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, run_artifact_sink, run_tag_sink)] if cfg.explain.enabled else []
+    )
+    trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
+    trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    result = TrainResult(
+        run_id=logger.run_id if logger is not None and trainer.is_global_zero else None,
+        best_checkpoint=best,
+        best_score=float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
+        classes=dm.classes,
+        interrupted=trainer.interrupted,
+    )
+    if trainer.interrupted:
+        return result
+    result.metrics = dict(recorder.best_metrics)
+    if len(dm.split_table("test")):
+        trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+        result.metrics |= {
+            k: float(v) for k, v in trainer.callback_metrics.items()
+            if k.startswith("test/") and torch.is_tensor(v) and v.numel() == 1
+        }
+    return result
+
+
+def resume_config(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The config dict and MLflow run id stored in a checkpoint."""
+    return ckpt["hyper_parameters"]["config"], ckpt.get("cxrlab", {}).get("run_id")
