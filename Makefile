@@ -26,9 +26,9 @@ LAST_CKPT = "$$(ls -t mlruns/checkpoints/*/*/checkpoints/best-*.ckpt | head -n 1
 DEMO_METRICS = val/acc,test/acc,explain/lung_focus,explain/border_focus,explain/lesion_focus,explain/aopc_gap,test/explain/lung_focus,test/explain/border_focus
 
 demo: install  ## a clean and a shortcut model on phantom data, both evaluated on clean test data, compared
-	$(BIN)/cxrlab data phantom $(DEMO_DATA) --n-per-class $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --quiet
+	$(BIN)/cxrlab data phantom $(DEMO_DATA) --n_per_class $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --quiet
 	# The same images with a class-coded corner marker on 90 %: the artefact a model can cheat with.
-	$(BIN)/cxrlab data phantom $(DEMO_DATA)-shortcut --n-per-class $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --shortcut 0.9 --quiet
+	$(BIN)/cxrlab data phantom $(DEMO_DATA)-shortcut --n_per_class $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --shortcut 0.9 --quiet
 	$(BIN)/cxrlab train --config phantom_demo --data.root $(DEMO_DATA) --tracking.run_name clean $(DEMO_ARGS)
 	$(BIN)/cxrlab evaluate $(LAST_CKPT) --data.root $(DEMO_DATA) --out mlruns/demo-report/clean --quiet
 	$(BIN)/cxrlab train --config phantom_demo --data.root $(DEMO_DATA)-shortcut --tracking.run_name shortcut $(DEMO_ARGS)

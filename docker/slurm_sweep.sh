@@ -31,5 +31,5 @@ if [ -n "${CXRLAB_VENV:-}" ]; then source "$CXRLAB_VENV/bin/activate"; fi
 
 # SLURM sets CUDA_VISIBLE_DEVICES to this task's GPU; --gpus auto pins the one worker to it.
 exec cxrlab sweep --config "${SWEEP_CONFIG:-sweep_backbones}" --data.root "$DATA" \
-  --storage "$CXRLAB_STORAGE" --workers 1 --gpus auto --n-trials "${TRIALS_PER_TASK:-4}" \
+  --storage "$CXRLAB_STORAGE" --workers 1 --gpus auto --n_trials "${TRIALS_PER_TASK:-4}" \
   --tracking.checkpoint_dir "${CHECKPOINT_DIR:-$HOME/cxrlab-checkpoints}" "$@"

@@ -70,7 +70,7 @@ def test_invalid_yaml_is_one_line(in_tmp_cwd: Path, capsys: Capture) -> None:
     ("argv", "expected"),
     [
         (["train", "--model.backbon", "vgg16"], "cxrlab train: error: unrecognized argument --model.backbon; did you mean --model.backbone?"),
-        (["data", "phantom", "out", "--n-per-clas", "3"], "cxrlab data phantom: error: unrecognized argument --n-per-clas; did you mean --n-per-class?"),
+        (["data", "phantom", "out", "--n_per_clas", "3"], "cxrlab data phantom: error: unrecognized argument --n_per_clas; did you mean --n_per_class?"),
         (["train", "--zzz"], "cxrlab train: error: unrecognized argument --zzz; see cxrlab train --help"),
     ],
 )

@@ -38,7 +38,7 @@ def test_demo_compare_shows_both_runs_and_the_alarm(in_tmp_cwd: Path, capsys: py
         # Like the demo: each model evaluated on the clean images.
         ckpt = max(Path("mlruns/checkpoints").glob("*/*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
         evaluate = ["evaluate", str(ckpt), "--data.root", str(in_tmp_cwd / "phantom-clean"), "--quiet"]
-        assert main([*evaluate, "--n-boot", "20", "--out", f"eval-{name}"]) == 0
+        assert main([*evaluate, "--n_boot", "20", "--out", f"eval-{name}"]) == 0
     capsys.readouterr()
     args = demo_compare_args()
     assert main(["compare", *args]) == 0

@@ -227,7 +227,7 @@ def test_another_process_gives_identical_predictions(
             "--out",
             "again",
             "--quiet",
-            "--n-boot",
+            "--n_boot",
             "50",
         ],
         cwd=root,
@@ -262,7 +262,7 @@ def test_unseen_label_is_reported_not_an_error(
             "--out",
             "unseen",
             "--quiet",
-            "--n-boot",
+            "--n_boot",
             "20",
         ]
     )

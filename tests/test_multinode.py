@@ -69,7 +69,7 @@ def test_two_nodes_one_study_through_a_tracking_server(
     storage = create_database(postgres, "optuna")
     config = node_config(tmp_path / "multinode.yaml", folder_tree)
     sweep = ["sweep", "--config", str(config), "--storage", storage, "--workers", "2", "--gpus", "none",
-             "--n-trials", str(TRIALS_PER_NODE)]
+             "--n_trials", str(TRIALS_PER_NODE)]
     nodes = [cxrlab(tmp_path / node, mlflow_server, *sweep) for node in ("node-a", "node-b")]
     outputs = [finish(p) for p in nodes]
 
@@ -102,7 +102,7 @@ def test_two_nodes_one_study_through_a_tracking_server(
     elsewhere = tmp_path / "elsewhere"
     out = finish(cxrlab(elsewhere, mlflow_server, "compare", *(r.info.run_id for r in runs[:2]), "--out", "cmp"))
     assert runs[0].info.run_id[:8] in out and (elsewhere / "cmp").is_dir()
-    out = finish(cxrlab(elsewhere, mlflow_server, "evaluate", f"runs:/{run_id}", "--out", "report", "--n-boot", "20", "--quiet"))
+    out = finish(cxrlab(elsewhere, mlflow_server, "evaluate", f"runs:/{run_id}", "--out", "report", "--n_boot", "20", "--quiet"))
     assert (elsewhere / "report" / "report.html").is_file()
     evaluations = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cxrlab.train_run_id` = '{run_id}'")
     assert len(evaluations) == 1 and evaluations[0].info.status == "FINISHED"

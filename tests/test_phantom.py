@@ -248,7 +248,7 @@ def test_cli_writes_a_trainable_phantom(tmp_path: Path, capsys: pytest.CaptureFi
     from experiments.cli.main import main
 
     out = tmp_path / "ph"
-    args = ["data", "phantom", str(out), "--n-per-class", "3", "--size", "64", "--classes", "normal,covid", "--quiet"]
+    args = ["data", "phantom", str(out), "--n_per_class", "3", "--size", "64", "--classes", "normal,covid", "--quiet"]
     assert main(args) == 0
     assert "wrote 6 images of 2 classes" in capsys.readouterr().out
     table = load_table("auto", out)  # auto-detected as the phantom source, masks included

@@ -77,7 +77,7 @@ def test_heatmap_overlay_is_limited_to_the_lung_mask(
     image = data / "pneumonia_002.png"
     lung = data.parent / "masks" / image.name
     out = _predict_json(
-        capsys, str(ckpt), str(image), "--heatmap", "maps", "--lung-mask", str(lung)
+        capsys, str(ckpt), str(image), "--heatmap", "maps", "--lung_mask", str(lung)
     )
     path = Path(out["predictions"][0]["heatmap"])
     assert path == Path("maps/pneumonia_002_gradcam.png") and path.read_bytes()[:8] == PNG_MAGIC
@@ -125,5 +125,5 @@ def test_lung_masks_one_for_all_or_one_each() -> None:
     assert lung_masks([], 2) == [None, None]
     assert lung_masks(["m.png"], 3) == ["m.png"] * 3
     assert lung_masks(["a.png", "b.png"], 2) == ["a.png", "b.png"]
-    with pytest.raises(ValueError, match="--lung-mask given 2 times for 3 images"):
+    with pytest.raises(ValueError, match="--lung_mask given 2 times for 3 images"):
         lung_masks(["a.png", "b.png"], 3)

@@ -31,7 +31,7 @@ SKIP: dict[str, str] = {
     "make install": "the suite already runs inside the installed .venv",
     "source .venv/bin/activate": "PATH already starts with the .venv's bin/ here",
     "--config FILE [--SECTION.KEY VALUE ...]": "a syntax template, not a command",
-    "cxrlab data phantom OUT --n-per-class N": "a syntax template, not a command",
+    "cxrlab data phantom OUT --n_per_class N": "a syntax template, not a command",
     "cxrlab evaluate CKPT [--split": "a syntax template, not a command",
     "cxrlab predict CKPT img1.png": "a syntax template, not a command",
     "cxrlab compare [--experiment NAME]": "a syntax template, not a command",
@@ -46,9 +46,9 @@ SKIP: dict[str, str] = {
 SERVE: dict[str, str] = {"cxrlab ui": "http://127.0.0.1:5000/health"}
 # (pattern, replacement) applied to every runnable line: sizes and epochs only.
 SCALE: list[tuple[str, str]] = [
-    (r"--n-per-class \d+", "--n-per-class 16"),
+    (r"--n_per_class \d+", "--n_per_class 16"),
     (r"(cxrlab data phantom \S+.*?)--size \d+", r"\1--size 64"),
-    (r"--n-trials \d+", "--n-trials 2"),
+    (r"--n_trials \d+", "--n_trials 2"),
 ]
 TRAIN_SCALE = "--trainer.max_epochs 1 --data.image_size 64 --explain.probe_per_class 2"
 

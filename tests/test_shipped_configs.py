@@ -79,7 +79,7 @@ def test_config_trains_on_the_phantom(name: str, phantom: Path, in_tmp_cwd: Path
 def test_sweep_config_runs_a_trial(name: str, phantom: Path, in_tmp_cwd: Path) -> None:
     write, size, region = SWEEP_DATA[name]
     root = phantom if write is None else write(in_tmp_cwd / "download")
-    args = ["sweep", "--config", name, "--data.root", str(root), "--n-trials", "1", "--workers", "1",
+    args = ["sweep", "--config", name, "--data.root", str(root), "--n_trials", "1", "--workers", "1",
             "--model.weights", "none", "--data.image_size", str(size), "--explain.aopc.region", str(region),
             "--data.num_workers", "0", *SMALL]
     assert main(args) == 0

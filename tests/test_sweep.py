@@ -103,7 +103,7 @@ def test_two_workers_then_resume_keeps_numbering(
     assert len(children(first.parent_run_id)) == 8
 
     capsys.readouterr()
-    assert main(["sweep", "status", "--study-name", "tiny_sweep"]) == 0
+    assert main(["sweep", "status", "--study_name", "tiny_sweep"]) == 0
     out = capsys.readouterr().out
     assert "8 trial(s): COMPLETE 8" in out and f"best: trial {study.best_trial.number}" in out and "ETA: done" in out
 
@@ -213,11 +213,11 @@ def test_cli_help_explains_every_flag_and_bad_input_exits_2(
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{action.option_strings} has no help"
     flags = {o for a in sweep._actions for o in a.option_strings}
-    assert {"--config", "--n-trials", "--timeout", "--study-name", "--storage", "--workers", "--gpus"} <= flags
+    assert {"--config", "--n_trials", "--timeout", "--study_name", "--storage", "--workers", "--gpus"} <= flags
     assert {"--model.backbone", "--data.root", "--trainer.max_epochs"} <= flags  # the dotted overrides
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "--help"])
-    assert exit_info.value.code == 0 and "cxrlab sweep status --study-name NAME" in capsys.readouterr().out
+    assert exit_info.value.code == 0 and "cxrlab sweep status --study_name NAME" in capsys.readouterr().out
     assert main(["sweep"]) == 2
     assert "cxrlab sweep needs --config FILE" in capsys.readouterr().err
     config = sweep_yaml(tmp_path / "clash.yaml", {"n_trials": 1, "params": MLP})
@@ -226,8 +226,8 @@ def test_cli_help_explains_every_flag_and_bad_input_exits_2(
     unbounded = sweep_yaml(tmp_path / "unbounded.yaml", {"params": MLP})
     storage = tmp_path / "unbounded.journal"
     assert main(["sweep", "--config", str(unbounded), "--storage", str(storage)]) == 2
-    assert "set search.n_trials, --n-trials or --timeout" in capsys.readouterr().err and not storage.exists()
-    assert main(["sweep", "status", "--study-name", "nope", "--storage", str(tmp_path / "none.journal")]) == 2
+    assert "set search.n_trials, --n_trials or --timeout" in capsys.readouterr().err and not storage.exists()
+    assert main(["sweep", "status", "--study_name", "nope", "--storage", str(tmp_path / "none.journal")]) == 2
     assert "no such journal file" in capsys.readouterr().err
 
 
@@ -283,7 +283,7 @@ def test_killed_worker_is_requeued_within_the_launch(in_tmp_cwd: Path, folder_tr
     once (no heartbeat grace to wait out), and still delivers the trials it was asked for."""
     search = {"sampler": "random", "params": MLP}  # default heartbeat grace: re-queue must not wait for it
     config = sweep_yaml(in_tmp_cwd / "kill.yaml", search, **{"data.root": str(folder_tree), "trainer.max_epochs": 2})
-    proc = _cli(config, "--n-trials", "2", "--workers", "2", output=True)
+    proc = _cli(config, "--n_trials", "2", "--workers", "2", output=True)
     victim = _wait_for_running("kill", proc)
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     out = proc.communicate(timeout=300)[0].decode()
@@ -308,7 +308,7 @@ def test_killed_worker_is_requeued_and_ctrl_c_stops_cleanly(in_tmp_cwd: Path, fo
     search = {"sampler": "random", "params": MLP, "heartbeat": {"interval": 1, "grace": 3}}
     long = {"data.root": str(folder_tree), "trainer.max_epochs": 500}
     config = sweep_yaml(in_tmp_cwd / "crash.yaml", search, **long)
-    proc = _cli(config, "--n-trials", "1")
+    proc = _cli(config, "--n_trials", "1")
     victim = _wait_for_running("crash", proc)
     time.sleep(2)  # a heartbeat or two
     proc.send_signal(signal.SIGKILL)
@@ -321,7 +321,7 @@ def test_killed_worker_is_requeued_and_ctrl_c_stops_cleanly(in_tmp_cwd: Path, fo
     dead = mlflow().get_run(trials[0].user_attrs[RUN_ATTR])
     assert dead.info.status == "KILLED" and "heartbeats" in dead.data.tags["cxrlab.error"]
 
-    proc = _cli(config, "--n-trials", "2")
+    proc = _cli(config, "--n_trials", "2")
     interrupted = _wait_for_running("crash", proc)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)

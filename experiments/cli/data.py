@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and metadata.csv (path,label,patient_id,mask_path,lesion_path,shortcut).",
     )
     ph.add_argument("out", help="output folder (created; a previous phantom there is replaced)")
-    ph.add_argument("--n-per-class", type=int, default=100, help="images per class [default: 100]")
+    ph.add_argument("--n_per_class", type=int, default=100, help="images per class [default: 100]")
     ph.add_argument("--size", type=int, default=256, help="image side in pixels [default: 256]")
     ph.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset [default: 0]")
     ph.add_argument("--classes", default="normal,bacteria,virus,covid", help="comma-separated subset of normal,bacteria,virus,covid [default: all four]")

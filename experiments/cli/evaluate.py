@@ -83,7 +83,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
     p.add_argument(
-        "--n-boot",
+        "--n_boot",
         type=int,
         default=1000,
         help="bootstrap resamples of the AUC intervals [default: 1000]",

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `cxrlab explain`."""
     p = sub.add_parser(
         "explain", help="heatmaps, eigen-heatmaps, AOPC and focus of a checkpoint on any split",
-        usage="cxrlab explain CHECKPOINT [--split test] [--out DIR] [--max-per-class N] [--data.KEY V ...]\n"
+        usage="cxrlab explain CHECKPOINT [--split test] [--out DIR] [--max_per_class N] [--data.KEY V ...]\n"
         "       cxrlab explain compare A B [--out DIR]",
         description="Explain a checkpoint: the same figures, tables and metrics as the training-time "
         "ExplainCallback, on any split (or another dataset via --data.root). `explain compare A B` "
@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("refs", nargs="*", help="with `compare`: the two heatmap sets A B")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to explain [default: test]")
     p.add_argument("--out", help="output folder [default: mlruns/explanations/<time>-<checkpoint>]")
-    p.add_argument("--max-per-class", type=int, default=50, help="images per class (0 = all) [default: 50]")
+    p.add_argument("--max_per_class", type=int, default=50, help="images per class (0 = all) [default: 50]")
     p.add_argument("--tracking_uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
     add_config_flags(p, sections=("data", "explain"))
     p.set_defaults(func=cmd_explain)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,26 @@ def config_path(value: str | None) -> Path | None:
     if not path.exists() and not path.suffix and (CONFIG_DIR / f"{value}.yaml").is_file():
         return CONFIG_DIR / f"{value}.yaml"
     return path
+
+
+class _OldSpelling(argparse.Action):
+    """A flag's spelling before flags took one style (underscores, like the config keys): still
+    accepted for one release, hidden from --help, with a warning naming the new spelling."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: argparse.Action, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=new.nargs, const=new.const, type=new.type,
+                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        print(f"cxrlab: warning: {option_string} is now spelled {self.new.option_strings[0]}; "
+              "the old spelling goes in the next release", file=sys.stderr)
+        self.new(parser, ns, values, option_string)
+
+
+def keep_old_spellings(parser: argparse.ArgumentParser) -> None:
+    """Accept `--n-trials` for `--n_trials` (every flag of `parser` whose name has an underscore)."""
+    for action in list(parser._actions):
+        for flag in action.option_strings:
+            if flag.startswith("--") and "." not in flag and "_" in flag:
+                parser._add_action(_OldSpelling([flag.replace("_", "-")], action.dest, action))

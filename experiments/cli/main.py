@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from experiments.cli import compare, data, evaluate, explain, models, predict, sweep, train, ui
+from experiments.cli.flags import keep_old_spellings
 from experiments.config import ConfigError
 
 DESCRIPTION = """\
@@ -41,17 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in COMMANDS:
         command.add_parser(sub)
-    _no_abbreviations(parser)
+    _finish(parser)
     return parser
 
 
-def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
-    """A typo like --model.back must fail, not silently match --model.backbone."""
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """On every (sub)command: no abbreviations (a typo like --model.back must fail, not silently
+    match --model.backbone), and the hyphenated spellings of before as hidden aliases."""
     parser.allow_abbrev = False
+    keep_old_spellings(parser)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _no_abbreviations(child)
+                _finish(child)
 
 
 def _unknown_flag(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
@@ -65,7 +68,7 @@ def _unknown_flag(parser: argparse.ArgumentParser, argv: list[str], unknown: lis
             continue
         command = sub.choices[token]
     bad = unknown[0].split("=", 1)[0]
-    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    flags = [o for a in command._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o.startswith("--")]
     close = difflib.get_close_matches(bad, flags, n=1, cutoff=0.7)
     hint = f"; did you mean {close[0]}?" if close else f"; see {command.prog} --help"
     command.exit(2, f"{command.prog}: error: unrecognized argument {bad}{hint}\n")

@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
         "--heatmap", metavar="DIR", default=None, help="write <image>_gradcam.png overlays into DIR"
     )
     p.add_argument(
-        "--lung-mask",
+        "--lung_mask",
         metavar="MASK",
         action="append",
         default=None,

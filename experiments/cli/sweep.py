@@ -9,9 +9,9 @@ from typing import Any
 from experiments.cli.flags import add_config_flags, config_path, overrides_from
 from experiments.config import ConfigError
 
-USAGE = """cxrlab sweep --config FILE [--n-trials N] [--timeout S] [--study-name NAME] [--storage URL]
+USAGE = """cxrlab sweep --config FILE [--n_trials N] [--timeout S] [--study_name NAME] [--storage URL]
                     [--workers K] [--gpus IDS] [--SECTION.KEY VALUE ...]
-       cxrlab sweep status --study-name NAME [--storage URL]"""
+       cxrlab sweep status --study_name NAME [--storage URL]"""
 
 DESCRIPTION = """\
 Run an Optuna study over a training config. The YAML is a training config plus a search: block
@@ -20,9 +20,9 @@ trial is one nested MLflow run under the study's parent run. Re-running the same
 resumes the study by name; trial numbers continue. Ctrl-C stops cleanly and re-queues the
 interrupted trials.
 
-  cxrlab sweep --config phantom_sweep --data.root data/phantom --n-trials 8 --workers 2
+  cxrlab sweep --config phantom_sweep --data.root data/phantom --n_trials 8 --workers 2
   cxrlab sweep --config sweep_backbones --data.root /data/kth --gpus 0,1,2,3
-  cxrlab sweep status --study-name phantom_sweep
+  cxrlab sweep status --study_name phantom_sweep
 
 Every config key below is also a flag; it applies to every trial (searched keys cannot be set).
 """
@@ -75,9 +75,9 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", metavar="FILE", help="sweep YAML (training config + search: block), or a shipped one's name")
-    p.add_argument("--n-trials", type=_positive_int, metavar="N", help="new trials in this launch, across all workers [default: search.n_trials; a grid: the points not yet run]")
+    p.add_argument("--n_trials", type=_positive_int, metavar="N", help="new trials in this launch, across all workers [default: search.n_trials; a grid: the points not yet run]")
     p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds [default: none]")
-    p.add_argument("--study-name", metavar="NAME", help="Optuna study name; the same name resumes it [default: search.study_name, else the config file's stem]")
+    p.add_argument("--study_name", metavar="NAME", help="Optuna study name; the same name resumes it [default: search.study_name, else the config file's stem]")
     p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///FILE (one worker) or postgresql://USER:PASS@HOST/DB [default: mlruns/optuna/<study>.journal]")
     p.add_argument("--workers", type=_positive_int, metavar="K", help="worker processes on the same study [default: one per GPU in --gpus, else 1]")
     p.add_argument("--gpus", default="auto", metavar="IDS", help="GPU ids for the workers, round-robin (0,1,2,3); none = CPU only [default: auto = every visible GPU]")
@@ -88,6 +88,6 @@ def add_parser(subparsers: Any) -> None:
         "status", help="trials by state, best so far, ETA",
         description="Show a study's trials by state, the best trial (or Pareto front) so far and the ETA.",
     )
-    s.add_argument("--study-name", required=True, metavar="NAME", help="the study to show")
+    s.add_argument("--study_name", required=True, metavar="NAME", help="the study to show")
     s.add_argument("--storage", metavar="URL", help="where the study lives [default: mlruns/optuna/<study>.journal]")
     s.set_defaults(func=cmd_status)

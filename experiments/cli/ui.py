@@ -17,6 +17,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ui = sub.add_parser("ui", help="start the MLflow UI on the local store (127.0.0.1)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind; keep 127.0.0.1 unless you mean to share it [default: 127.0.0.1]")
     ui.add_argument("--port", type=int, default=5000, help="port [default: 5000]")
-    ui.add_argument("--backend-store-uri", default=None, help="tracking store [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
+    ui.add_argument("--backend_store_uri", default=None, help="tracking store [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
     ui.add_argument("--optuna", metavar="STORAGE", default=None, help="also start optuna-dashboard on this Optuna storage (needs optuna-dashboard)")
     ui.set_defaults(func=cmd_ui)

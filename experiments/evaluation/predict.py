@@ -48,7 +48,7 @@ def lung_masks(paths: Sequence[str], n_images: int) -> list[str | None]:
         return [paths[0]] * n_images
     if len(paths) != n_images:
         raise ValueError(
-            f"--lung-mask given {len(paths)} times for {n_images} images; give it once (one mask "
+            f"--lung_mask given {len(paths)} times for {n_images} images; give it once (one mask "
             "for every image) or once per image, in the order of the images"
         )
     return list(paths)

@@ -3,7 +3,7 @@
 The launcher creates (or resumes, by name) the study and its MLflow parent run, starts K
 workers (each pinned to one GPU through CUDA_VISIBLE_DEVICES, or to the CPU with cores/K
 torch threads) that all optimise the same study, and logs the study report when they stop.
-Workers share one trial budget, so `--n-trials N` means N new trials in all, and trial
+Workers share one trial budget, so `--n_trials N` means N new trials in all, and trial
 numbers continue where the study left off. A worker that dies is reported at once; its trial
 is failed and re-queued and a replacement started (`WorkerPool`), so the launch still delivers
 its trials. Several launches (nodes) may run on one study at the same time.
@@ -149,14 +149,14 @@ def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStor
     if directions != list(spec.directions) or stored != list(spec.objectives):
         raise ValueError(
             f"study {name!r} optimises {stored} ({directions}), this config {list(spec.objectives)} "
-            f"({list(spec.directions)}); pick another --study-name"
+            f"({list(spec.directions)}); pick another --study_name"
         )
     study.set_user_attr("objectives", list(spec.objectives))
     return study, created
 
 
 def trial_budget(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> int | None:
-    """New trials for this launch: --n-trials, else search.n_trials; a grid is capped at the
+    """New trials for this launch: --n_trials, else search.n_trials; a grid is capped at the
     points not yet run (plus re-queued trials, which run first)."""
     n = n_trials if n_trials is not None else spec.n_trials
     if spec.sampler != "grid":
@@ -436,7 +436,7 @@ def run_sweep(
             f"for --workers {len(devices)}"
         )
     if timeout is None and n_trials is None and spec.n_trials is None and spec.sampler != "grid":
-        raise ValueError(f"{loaded.where}: set search.n_trials, --n-trials or --timeout to bound the sweep")
+        raise ValueError(f"{loaded.where}: set search.n_trials, --n_trials or --timeout to bound the sweep")
     study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
     limit = trial_budget(study, spec, n_trials)
     outcome = SweepOutcome(name, storage, None, 0)
