@@ -1,36 +1,22 @@
-"""Render evaluation reports: one self-contained HTML file, or Markdown linking PNG files."""
+"""Render evaluation reports (Jinja2 templates in templates/): one self-contained HTML file, or
+Markdown linking PNG files."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import jinja2
 import numpy as np
 import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 DPI = 150
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
-       padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #446; padding-bottom: .3rem; }
-h2 { margin-top: 2.2rem; color: #335; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }
-th, td { border: 1px solid #ccd; padding: .25rem .6rem; text-align: right; }
-th { background: #eef; }
-td:first-child, th:first-child { text-align: left; }
-figure { margin: 1rem 0; }
-img { max-width: 100%; height: auto; }
-nav ol { padding-left: 1.4rem; }
-"""
-
 
 @dataclass
 class Section:
@@ -96,16 +82,6 @@ def _table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def _html_table(df: pd.DataFrame) -> str:
-    """An escaped HTML table."""
-    header, body = _table_rows(df)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body
-    )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>"
-
-
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown pipe table."""
     header, body = _table_rows(df)
@@ -134,43 +110,42 @@ def text_table(df: pd.DataFrame) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
 
 
+def _template(name: str) -> jinja2.Template:
+    """A report template of templates/; HTML ones escape every value they insert."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("experiments.evaluation", "templates"),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(name)
+
+
 def render_html(title: str, sections: Sequence[Section]) -> str:
     """One self-contained HTML page: inline CSS, figures as base64 PNG data URIs, escaped text."""
-    esc = html.escape
-    toc = "".join(
-        f'<li><a href="#s{i}">{esc(s.heading)}</a></li>' for i, s in enumerate(sections, 1)
-    )
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        '<head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{_CSS}</style></head>",
-        "<body>",
-        f"<h1>{esc(title)}</h1>",
-        f"<nav><ol>{toc}</ol></nav>",
+    view = [
+        {
+            "heading": s.heading,
+            "text": s.text,
+            "tables": [_table_rows(t) for t in s.tables],
+            "pngs": [base64.b64encode(_png_bytes(f)).decode("ascii") for f in s.figures],
+        }
+        for s in sections
     ]
-    for i, section in enumerate(sections, 1):
-        parts.append(f'<section id="s{i}">\n<h2>{esc(section.heading)}</h2>')
-        parts += [f"<p>{esc(p)}</p>" for p in section.text]
-        parts += [_html_table(t) for t in section.tables]
-        for j, figure in enumerate(section.figures, 1):
-            data = base64.b64encode(_png_bytes(figure)).decode("ascii")
-            alt = esc(f"{section.heading}, figure {j}")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"></figure>')
-        parts.append("</section>")
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+    return _template("report.html.j2").render(title=title, sections=view)
 
 
 def render_markdown(title: str, sections: Sequence[Section]) -> str:
     """Markdown report with pipe tables and image links to the sections' PNG paths."""
-    parts = [f"# {title}"]
-    for section in sections:
-        parts.append(f"## {section.heading}")
-        parts += list(section.text)
-        parts += [markdown_table(t) for t in section.tables]
-        # Percent-encoding keeps paths with spaces or parentheses valid link targets.
-        parts += [f"![{section.heading}]({quote(Path(p).as_posix())})" for p in section.images]
-    return "\n\n".join(parts) + "\n"
+    view = [
+        {
+            "heading": s.heading,
+            "text": s.text,
+            "tables": [markdown_table(t) for t in s.tables],
+            # Percent-encoding keeps paths with spaces or parentheses valid link targets.
+            "links": [quote(Path(p).as_posix()) for p in s.images],
+        }
+        for s in sections
+    ]
+    return _template("report.md.j2").render(title=title, sections=view)
