@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,15 +9,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.explanations.explain_set import (
-    check_aopc_grid,
-    explain_images,
-    explanation_artifacts,
-    explanation_metrics,
-)
-from callbacks.explanations.shortcut import TAG
-from datamodules.images import Decoding
-from datamodules.probe import ImageSet, load_image_set, stratified_sample
+from callbacks.explanations.explanation_pass import explain_image_set, sample_images
+from datamodules.probe import ImageSet
+from experiments.config import ExplainConfig
 
 
 class ExplainCallback(L.Callback):
@@ -31,7 +24,7 @@ class ExplainCallback(L.Callback):
 
     def __init__(
         self,
-        settings: dict[str, Any],
+        settings: ExplainConfig,
         seed: int = 0,
         sink: Callable[[L.Trainer, str, dict[str, Any]], None] | None = None,
         tagger: Callable[[L.Trainer, dict[str, str]], None] | None = None,
@@ -44,19 +37,13 @@ class ExplainCallback(L.Callback):
         self.seconds = 0.0  # total time spent explaining (the benchmark reads it)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        a = self.settings["aopc"]
-        check_aopc_grid(pl_module.input_size, a["region"], a["steps"])
-        if not trainer.is_global_zero:
-            return
-        dm = trainer.datamodule
-        table = stratified_sample(dm.split_table("val"), self.settings["probe_per_class"], self.seed)
-        self.probe = load_image_set(
-            table, pl_module.classes, pl_module.input_size, dm.cfg["crop_margin"], Decoding.from_data(dm.cfg)
-        )
+        if trainer.is_global_zero:
+            dm = trainer.datamodule
+            self.probe = sample_images(pl_module, dm.split_table("val"), self.settings.probe_per_class, self.seed, dm.data)
 
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
-        return epoch % self.settings["every_n_epochs"] == 0 or epoch >= (trainer.max_epochs or 0)
+        return epoch % self.settings.every_n_epochs == 0 or epoch >= (trainer.max_epochs or 0)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -74,23 +61,17 @@ class ExplainCallback(L.Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def _explain_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        p = self.probe
-        start = time.perf_counter()
-        es = explain_images(
-            pl_module, p.images, p.labels, pl_module.classes, self.settings,
-            lung_masks=p.lung_masks, lesion_masks=p.lesion_masks, seed=self.seed,
-        )
-        metrics = explanation_metrics(es)
+        done = explain_image_set(pl_module, self.probe, self.settings, self.seed)
         # What explaining costs, so a user can weigh every_n_epochs / probe_per_class against it.
-        metrics["explain/seconds"] = time.perf_counter() - start
-        self.seconds += metrics["explain/seconds"]
+        metrics = done.metrics | {"explain/seconds": done.seconds}
+        self.seconds += done.seconds
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         if self.sink is not None:
-            self.sink(trainer, f"explain/epoch_{trainer.current_epoch:03d}", explanation_artifacts(es))
-        if es.verdict is not None and es.verdict.n_judged:
-            if es.verdict.alarm:
-                rank_zero_warn(f"epoch {trainer.current_epoch}: {es.verdict.sentence()}")
+            self.sink(trainer, f"explain/epoch_{trainer.current_epoch:03d}", done.artifacts())
+        if done.alarm_tags:
+            if done.explanation.verdict.alarm:
+                rank_zero_warn(f"epoch {trainer.current_epoch}: {done.explanation.verdict.sentence()}")
             if self.tagger is not None:
-                self.tagger(trainer, {TAG: "yes" if es.verdict.alarm else "no"})
+                self.tagger(trainer, done.alarm_tags)
         return metrics

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callbacks.explanations.explain_set import robustness
+from callbacks.explanations.eigen import robustness
 from experiments.cli.main import main
 from experiments.evaluation.compare import compare_runs, format_comparison, resolve_metric
 from experiments.evaluation.report import text_table

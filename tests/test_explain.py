@@ -162,7 +162,7 @@ def test_probe_masks_follow_the_image_geometry(csv_dataset: Path) -> None:
 
 
 def test_heatmap_archive_round_trip(trained: dict[str, Any]) -> None:
-    from callbacks.explanations.explain_set import load_heatmap_archive
+    from callbacks.explanations.records import load_heatmap_archive
 
     client = MlflowClient(trained["uri"])
     local = client.download_artifacts(trained["run"].info.run_id, "explain/epoch_000/heatmaps.npz", str(trained["work"]))

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.explanations.explain_set import explain_images, explanation_metrics, focus_table
+from callbacks.explanations.explanation import explain_images
+from callbacks.explanations.records import explanation_metrics, focus_table
 from callbacks.explanations.shortcut import shortcut_verdict
 from datamodules.phantom import PHANTOM_CLASSES, render_phantom
-from experiments.config import AlarmConfig, Config, to_dict
+from experiments.config import AlarmConfig, AOPCConfig, ExplainConfig
 
 SIZE = 64
 CLASSES = ["normal", "covid"]
@@ -63,8 +64,7 @@ def phantoms() -> dict[str, torch.Tensor]:
 
 
 def _explain(patches: torch.Tensor, phantoms: dict[str, torch.Tensor]):
-    settings = to_dict(Config())["explain"]
-    settings |= {"eigen": False, "aopc": settings["aopc"] | {"region": 16, "steps": 4}}
+    settings = ExplainConfig(eigen=False, aopc=AOPCConfig(region=16, steps=4))
     torch.manual_seed(0)
     return explain_images(
         PatchReader(patches), phantoms["images"], phantoms["labels"], CLASSES, settings,

@@ -11,6 +11,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from callbacks.explanations.display import upsample
+
+HeatmapSet = tuple[np.ndarray, np.ndarray, list[str]]  # raw maps [N, C, h, w], labels [N], class names
 MIN_IMAGES = 2  # a PCA of one map is the map itself: nothing to learn about variation
 
 
@@ -243,3 +246,13 @@ def compare(a: EigenResult, b: EigenResult) -> pd.DataFrame:
             rows.append({"image_class": img_cls, "heatmap_class": map_cls,
                          "average_corr": float(avg_corr[i * n + j]), "pc1_corr": pc1})
     return pd.DataFrame(rows)
+
+
+def robustness(a: HeatmapSet, b: HeatmapSet, display_size: int = 224) -> pd.DataFrame:
+    """Correlations of class averages and PC1s between two heatmap sets (the robustness study)."""
+    (ha, la, ca), (hb, lb, cb) = a, b
+    if ca != cb:
+        raise ValueError(f"heatmap sets have different classes: {ca} vs {cb}")
+    ea = eigen_heatmaps(upsample(torch.from_numpy(ha), display_size).numpy(), la, ca)
+    eb = eigen_heatmaps(upsample(torch.from_numpy(hb), display_size).numpy(), lb, cb)
+    return compare(ea, eb)

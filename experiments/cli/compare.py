@@ -34,8 +34,8 @@ def add_parser(subparsers: Any) -> None:
         description="A table of runs (backbone, head, fine-tune and chosen metrics) from MLflow, "
         "printed and written as CSV and Markdown. Metric names accept short forms: test/f1 -> "
         "test/macro_f1, test/auc -> test/auroc, test/recall -> every test/recall/<class>; a metric "
-        "with a best-epoch value (best/<metric>) shows that. --heatmaps correlates the "
-        "eigen-heatmaps of two runs (heatmap robustness between models or datasets).",
+        "with a best-epoch value (best/<metric>) shows that. --heatmaps adds the heatmap robustness "
+        "of two runs: an alias of `cxrlab explain compare RUN_A RUN_B`.",
     )
     p.add_argument(
         "run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (and/or --experiment)"
@@ -72,6 +72,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--heatmaps",
         action="store_true",
-        help="heatmap-robustness correlations of exactly two runs",
+        help="also the heatmap robustness of exactly two runs (alias of `cxrlab explain compare`)",
     )
     p.set_defaults(func=cmd_compare)

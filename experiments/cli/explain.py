@@ -9,17 +9,10 @@ from experiments.cli.flags import add_config_flags, overrides_from
 
 def cmd_explain(ns: argparse.Namespace) -> int:
     """cxrlab explain."""
-    from experiments.evaluation.explain import explain_checkpoint, explain_compare
-
     if ns.checkpoint == "compare":
-        if len(ns.refs) != 2:
-            raise ValueError("usage: cxrlab explain compare A B  (run ids, heatmaps.npz files or explain folders)")
-        table = explain_compare(*ns.refs, out=ns.out, uri=ns.tracking_uri)
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        diag = table[table["image_class"] == table["heatmap_class"]]
-        print(f"\nmean average-heatmap correlation (same class): {diag['average_corr'].mean():.3f}; "
-              f"mean PC1 correlation: {diag['pc1_corr'].mean():.3f}")
-        return 0
+        return cmd_explain_compare(ns)
+    from experiments.evaluation.explain import explain_checkpoint
+
     if ns.refs:
         raise ValueError(f"unexpected arguments {ns.refs}; cxrlab explain takes one CHECKPOINT")
     result = explain_checkpoint(
@@ -31,6 +24,24 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     for key, value in result["metrics"].items():
         print(f"  {key:<32} {value:.4f}")
     print(f"  MLflow run: {result['run_id']}")
+    return 0
+
+
+def cmd_explain_compare(ns: argparse.Namespace) -> int:
+    """cxrlab explain compare A B: heatmap robustness (`cxrlab compare --heatmaps` is its alias)."""
+    from experiments.evaluation.robustness import (
+        heatmap_robustness,
+        robustness_summary,
+        write_robustness,
+    )
+
+    if len(ns.refs) != 2:
+        raise ValueError("usage: cxrlab explain compare A B  (run ids, heatmaps.npz files or explain folders)")
+    table = heatmap_robustness(*ns.refs, uri=ns.tracking_uri)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{robustness_summary(table)}")
+    if ns.out:
+        print("written: " + ", ".join(map(str, write_robustness(table, ns.out, *ns.refs))))
     return 0
 
 

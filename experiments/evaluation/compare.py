@@ -13,6 +13,11 @@ import pandas as pd
 
 from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
 from experiments.evaluation.report import markdown_table, text_table
+from experiments.evaluation.robustness import (
+    heatmap_robustness,
+    robustness_summary,
+    write_robustness,
+)
 from experiments.tracking import store as tracking
 
 DEFAULT_METRICS = (
@@ -161,17 +166,6 @@ def compare_table(
     return table.reset_index(drop=True)
 
 
-# ---------------------------------------------------------------------------- heatmaps
-
-
-def heatmap_robustness(run_a: str, run_b: str, uri: str) -> pd.DataFrame:
-    """Correlations of two runs' last logged heatmap sets (averages and PC1 eigen-heatmaps)."""
-    from callbacks.explanations.explain_set import robustness
-    from experiments.evaluation.explain import heatmap_set
-
-    return robustness(heatmap_set(run_a, uri), heatmap_set(run_b, uri))
-
-
 # ---------------------------------------------------------------------------- runner
 
 
@@ -187,7 +181,8 @@ def compare_runs(
     kind: str = "all",
     alarm: str = "all",
 ) -> dict[str, Any]:
-    """The comparison table (plus the robustness table with heatmaps) as CSV and Markdown."""
+    """The comparison table as CSV and Markdown; with `heatmaps`, also the robustness table of the two
+    runs (an alias of `cxrlab explain compare RUN_A RUN_B`: the same code writes the same files)."""
     from mlflow import MlflowClient
 
     if isinstance(metrics, str):
@@ -209,13 +204,7 @@ def compare_runs(
     note = "Values are best-epoch values (best/<metric>) where a run logged them, else the last."
     files[1].write_text(f"# Run comparison\n\n{note}\n\n{markdown_table(table)}\n")
     if robustness is not None:
-        files += [out / "heatmap_robustness.csv", out / "heatmap_robustness.md"]
-        robustness.to_csv(files[2], index=False)
-        files[3].write_text(
-            "# Heatmap robustness\n\nPearson correlation of average heatmaps (every image class x "
-            "heatmap class) and of the first eigen-heatmaps (diagonal) between the last logged "
-            f"heatmap sets of runs {pair[0]} and {pair[1]}.\n\n{markdown_table(robustness)}\n"
-        )
+        files += write_robustness(robustness, out, *pair)
     return {"table": table, "robustness": robustness, "files": [str(f) for f in files]}
 
 
@@ -225,6 +214,6 @@ def format_comparison(result: dict[str, Any]) -> str:
     lines = [text_table(table)]
     if result["robustness"] is not None:
         lines += ["", "heatmap robustness (last heatmap set of each run)"]
-        lines.append(text_table(result["robustness"]))
+        lines += [text_table(result["robustness"]), robustness_summary(result["robustness"])]
     lines += ["", "written: " + ", ".join(result["files"])]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
 from datamodules.images import Decoding
 from experiments.config import from_dict, set_dotted, to_dict
 from experiments.evaluation.clinical import per_class_table
-from experiments.evaluation.data import UNSEEN, evaluation_data
+from experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
 from experiments.evaluation.inference import pick_device, predict_table
 from experiments.evaluation.outputs import (
     VAL,
@@ -121,7 +121,7 @@ def evaluate(
     preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)
     results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
-    first, extra = explain_sections(model, preds, data.table, split, positive, cfg, out, explain, results)
+    first, extra = explain_sections(model, preds, data, split, positive, cfg, out, explain, results)
     train_run_id = model.run_info.get("run_id")
     results = {
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -142,27 +142,25 @@ def evaluate(
 
 
 def explain_sections(
-    model: Any, preds: Predictions, table: pd.DataFrame, split: str, positive: str | None,
+    model: Any, preds: Predictions, data: EvaluationData, split: str, positive: str | None,
     cfg: dict[str, Any], out: Path, explain: bool, results: dict[str, Any],
 ) -> tuple[list[Section], list[Section]]:
     """The shortcut check that opens the report (unless explain.alarm.enabled is false) and, with
     --explain, the explanation section; adds their metrics and the verdict to `results`."""
     if not (explain or cfg["explain"]["alarm"]["enabled"]):
         return [], []
-    from callbacks.explanations.explain_set import explanation_metrics
     from experiments.evaluation.explain_report import explain_report, explain_split, shortcut_report
 
-    es = explain_split(model, table, split, cfg, focus_only=not explain)
-    metrics = explanation_metrics(es)
-    results["metrics"] |= {f"{split}/{k}": v for k, v in metrics.items() if math.isfinite(v)}
-    first = []
-    if es.verdict is not None:
-        first = [shortcut_report(es, split, cfg, out)]
+    done = explain_split(model, data, split, cfg, focus_only=not explain)
+    results["metrics"] |= {f"{split}/{k}": v for k, v in done.metrics.items() if math.isfinite(v)}
+    first, verdict = [], done.explanation.verdict
+    if verdict is not None:
+        first = [shortcut_report(done.explanation, split, cfg, out)]
         results["shortcut"] = {
-            "alarm": es.verdict.alarm, "share": es.verdict.share, "n_flagged": es.verdict.n_flagged,
-            "n_judged": es.verdict.n_judged, "verdict": es.verdict.sentence(),
+            "alarm": verdict.alarm, "share": verdict.share, "n_flagged": verdict.n_flagged,
+            "n_judged": verdict.n_judged, "verdict": verdict.sentence(),
         }
-    extra = explain_report(model, preds, es, split, positive, cfg, out, metrics) if explain else []
+    extra = explain_report(model, preds, done, split, positive, cfg, out) if explain else []
     return first, extra
 
 

@@ -11,21 +11,19 @@ import pandas as pd
 import torch
 
 from callbacks.explanations.display import heatmap_grid
-from callbacks.explanations.explain_set import (
-    ExplanationSet,
-    explain_images,
-    explanation_artifacts,
-    focus_table,
-    heatmaps,
-    of_class,
-    shortcut_gallery,
+from callbacks.explanations.explanation import ExplanationSet, heatmaps, of_class, target_layer
+from callbacks.explanations.explanation_pass import (
+    ExplainedImages,
+    explain_image_set,
+    sample_images,
 )
+from callbacks.explanations.records import focus_table, shortcut_gallery
 from callbacks.explanations.shortcut import CRITERIA
-from datamodules.images import Decoding
-from datamodules.probe import load_image_set, stratified_sample
+from experiments.config import Config
+from experiments.evaluation.data import EvaluationData
 from experiments.evaluation.outputs import Predictions
 from experiments.evaluation.report import Section
-from experiments.tracking import store as tracking
+from experiments.tracking.writer import write_objects
 
 PER_CLASS = 50  # images per class that evaluate explains (the shortcut check and --explain)
 FIGURES = ("averages.png", "argmax_map.png", "boxplots.png", "eigen_components.png", "aopc_curve.png")
@@ -50,49 +48,45 @@ def case_rows(preds: Predictions, split: str, positive: str | None, per_case: in
     }
 
 
-def _gallery(model: Any, rows: pd.DataFrame, classes: list[str], cfg: dict[str, Any], method: str) -> Any:
+def _gallery(model: Any, rows: pd.DataFrame, cfg: Config, method: str) -> Any:
     """Overlays of each image's predicted-class heatmap at several alphas."""
-    images = load_image_set(
-        rows, classes, model.input_size, cfg["data"]["crop_margin"], Decoding.from_data(cfg["data"])
-    )
-    layer = cfg["explain"].get("target_layer") or model.target_layer
-    pred = torch.tensor(rows["pred"].map({c: i for i, c in enumerate(classes)}).tolist())
-    maps = of_class(heatmaps(model, layer, images.images, method), pred)
+    images = sample_images(model, rows, None, cfg.seed, cfg.data)
+    pred = torch.tensor(rows["pred"].map({c: i for i, c in enumerate(model.classes)}).tolist())
+    maps = of_class(heatmaps(model, target_layer(model, cfg.explain), images.images, method), pred)
     titles = [f"{t} -> {p}" for t, p in zip(rows["label"], rows["pred"], strict=True)]
     return heatmap_grid(images.images[:, 0], maps, titles=titles, alphas=(0.3, 0.5, 0.7))
 
 
 def explain_split(
-    model: Any, data_table: pd.DataFrame, split: str, cfg: dict[str, Any], focus_only: bool, per_class: int = PER_CLASS
-) -> ExplanationSet:
-    """The shared explanation pass over up to `per_class` images of every class of one split."""
-    rows = data_table[data_table["known"] & ((data_table["split"] == split) | (split == "all"))]
-    sample = load_image_set(
-        stratified_sample(rows, per_class, cfg["seed"]), model.classes, model.input_size, cfg["data"]["crop_margin"],
-        Decoding.from_data(cfg["data"]),
-    )
-    return explain_images(
-        model, sample.images, sample.labels, model.classes, cfg["explain"],
-        lung_masks=sample.lung_masks, lesion_masks=sample.lesion_masks, seed=cfg["seed"], focus_only=focus_only,
-    )
+    model: Any, data: EvaluationData, split: str, cfg: Config, focus_only: bool, per_class: int | None = PER_CLASS
+) -> ExplainedImages:
+    """The explanation pass over up to `per_class` images (all when None) of every model class in one
+    split (or all)."""
+    rows = data.table[data.table["known"] & ((data.table["split"] == split) | (split == "all"))]
+    if rows.empty:
+        raise ValueError(
+            f"{data.where}: the {split} split has no images of the model's classes; choose --split val, test or all"
+        )
+    return explain_image_set(model, sample_images(model, rows, per_class, cfg.seed, cfg.data), cfg.explain, cfg.seed, focus_only)
 
 
-def shortcut_report(es: ExplanationSet, split: str, cfg: dict[str, Any], out: Path) -> Section:
+def shortcut_report(es: ExplanationSet, split: str, cfg: Config, out: Path) -> Section:
     """The report's opening section: the verdict, the share of flagged images, the worst cases.
     Writes explain/focus.csv and explain/shortcut_cases.png."""
-    verdict, alarm = es.verdict, cfg["explain"]["alarm"]
+    verdict, alarm = es.verdict, cfg.explain.alarm
     folder = out / "explain"
     gallery = shortcut_gallery(es)
     files = {"focus.csv": focus_table(es)} | ({"shortcut_cases.png": gallery} if gallery is not None else {})
-    tracking.write_objects(files, folder)
+    write_objects(files, folder)
     rows = []
     for name, (key, at_least) in CRITERIA.items():
         if name in es.focus:
             values = es.focus[name]
-            broken = values < alarm[key] if at_least else values > alarm[key]
+            bound = getattr(alarm, key)
+            broken = values < bound if at_least else values > bound
             defined = int((~values.isnan()).sum())
             rows.append({
-                "focus": name, "threshold": f"{'<' if at_least else '>'} {alarm[key]:g}",
+                "focus": name, "threshold": f"{'<' if at_least else '>'} {bound:g}",
                 "mean": float(values.nanmean()), "images flagged": int(broken.sum()),
                 "share flagged": int(broken.sum()) / defined if defined else float("nan"),
             })
@@ -100,8 +94,8 @@ def shortcut_report(es: ExplanationSet, split: str, cfg: dict[str, Any], out: Pa
         verdict.sentence(),
         f"{verdict.n_judged} images of the {split} split, {es.primary} heatmaps of the predicted class. "
         "Focus is the heatmap's mass share in a region over the region's area share (1 = uniform): "
-        f"border = outer {cfg['explain']['border_width']:.0%} of each side, corners = four squares of "
-        f"{cfg['explain']['corner_size']:.0%} of each side, outside the body = outside a body mask "
+        f"border = outer {cfg.explain.border_width:.0%} of each side, corners = four squares of "
+        f"{cfg.explain.corner_size:.0%} of each side, outside the body = outside a body mask "
         "computed from the image. An image is flagged when any score breaks its threshold "
         "(explain.alarm.*); the worst cases follow, ranked by how far they break it.",
     ]
@@ -115,29 +109,27 @@ def shortcut_report(es: ExplanationSet, split: str, cfg: dict[str, Any], out: Pa
 def explain_report(
     model: Any,
     preds: Predictions,
-    es: ExplanationSet,
+    done: ExplainedImages,
     split: str,
     positive: str | None,
-    cfg: dict[str, Any],
+    cfg: Config,
     out: Path,
-    metrics: dict[str, float],
 ) -> list[Section]:
-    """Write explain/ into `out`; return the report section (`metrics`: the explain/* metrics of `es`)."""
-    settings = cfg["explain"]
-    artifacts = explanation_artifacts(es)
-    for name, case in case_rows(preds, split, positive, seed=cfg["seed"]).items():
-        artifacts[f"cases_{name}.png"] = _gallery(model, case, model.classes, cfg, es.primary)
+    """Write explain/ into `out`; return the report section."""
+    es, a = done.explanation, cfg.explain.aopc
+    artifacts = done.artifacts()
+    for name, case in case_rows(preds, split, positive, seed=cfg.seed).items():
+        artifacts[f"cases_{name}.png"] = _gallery(model, case, cfg, es.primary)
     folder = out / "explain"
-    tracking.write_objects(artifacts, folder)
+    write_objects(artifacts, folder)
     text = [f"{len(es.labels)} images of the {split} split ({PER_CLASS} per class at most), method {es.primary}."]
     tables = []
     if es.aopc is not None:
-        a = settings["aopc"]
         text.append(
-            f"AOPC (MoRF, {a['region']} px regions, {a['steps']} steps, {a['perturb']} perturbation) over "
-            f"{es.aopc['n_correct']} correctly classified images; random-order baseline over {a['random_seeds']} seeds."
+            f"AOPC (MoRF, {a.region} px regions, {a.steps} steps, {a.perturb} perturbation) over "
+            f"{es.aopc['n_correct']} correctly classified images; random-order baseline over {a.random_seeds} seeds."
         )
-        tables.append(pd.DataFrame([{k.removeprefix("explain/"): v for k, v in metrics.items() if "aopc" in k or "focus" in k}]))
+        tables.append(pd.DataFrame([{k.removeprefix("explain/"): v for k, v in done.metrics.items() if "aopc" in k or "focus" in k}]))
     if es.eigen is not None:
         tables.append(es.eigen.avg_pc1_corr.reset_index(names="PC1 of class \\ average of"))
     shown = [f"cases_{n}.png" for n in ("true_positives", "false_positives", "false_negatives", "correct", "misclassified")]

@@ -6,7 +6,7 @@ The schema (experiments.config) checks each value alone; these checks need the m
 
 from __future__ import annotations
 
-from callbacks.explanations.explain_set import check_aopc_grid
+from callbacks.explanations.explanation import check_aopc_grid
 from experiments.config import Config, ConfigError
 from lightning_modules.backbones import backbone_blocks, default_input_size, feature_map_size
 

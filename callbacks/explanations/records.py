@@ -1,24 +1,18 @@
-"""One explanation pass over a set of images, shared by the epoch-end callback, `cxrlab explain`
-and `cxrlab evaluate` (its shortcut check, and all of it with --explain): heatmaps, eigen-heatmaps,
-AOPC, focus (lung, lesion, border, corners, outside the body) and the shortcut verdict, and the
-figures, tables and arrays that record them."""
+"""What records an explanation pass: the scalar metrics, and the figures, tables and heatmap archive
+written as artifacts (to MLflow or a folder)."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from callbacks.explanations.aopc import aopc_with_baseline
 from callbacks.explanations.display import heatmap_grid, upsample
-from callbacks.explanations.eigen import EigenResult, compare, eigen_heatmaps
-from callbacks.explanations.focus import mask_focus, region_focus
-from callbacks.explanations.gradcam import activation_map, grad_cam, grad_cam_pp
+from callbacks.explanations.eigen import HeatmapSet
+from callbacks.explanations.explanation import ExplanationSet, of_class
 from callbacks.explanations.plots import (
     plot_aopc_curve,
     plot_argmax_map,
@@ -27,110 +21,6 @@ from callbacks.explanations.plots import (
     plot_components,
     plot_reconstructions,
 )
-from callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
-from experiments.config import AlarmConfig
-
-METHODS = {"gradcam": grad_cam, "gradcampp": grad_cam_pp}
-
-
-def heatmaps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, method: str, batch_size: int = 32) -> torch.Tensor:
-    """Raw maps [N, C, h, w] (all classes) for gradcam/gradcampp, [N, 1, h, w] for activation."""
-    if method == "activation":
-        return activation_map(model, layer, images, batch_size=batch_size)
-    if method not in METHODS:
-        raise ValueError(f"explain.methods: unknown method {method!r}; choose gradcam, gradcampp or activation")
-    return METHODS[method](model, layer, images, batch_size=batch_size)
-
-
-def of_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """The map of one class per image ([N, h, w]); class-agnostic maps pass through."""
-    if maps.shape[1] == 1:
-        return maps[:, 0]
-    return maps[torch.arange(len(maps)), torch.as_tensor(classes, dtype=torch.long)]
-
-
-def check_aopc_grid(image_size: int, region: int, steps: int) -> None:
-    """Fail early, naming the keys, when the AOPC grid has fewer regions than steps."""
-    per_side = -(-image_size // region)
-    if steps > per_side**2:
-        raise ValueError(
-            f"explain.aopc.steps={steps} exceeds the {per_side**2} regions of {region} px on a "
-            f"{image_size} px input; lower explain.aopc.steps or explain.aopc.region"
-        )
-
-
-@dataclass
-class ExplanationSet:
-    """The result of one explanation pass."""
-
-    classes: list[str]
-    images: torch.Tensor  # [N, 1, H, W] in [0, 1]
-    labels: torch.Tensor  # [N] true class indices
-    probs: torch.Tensor  # [N, K]
-    maps: dict[str, torch.Tensor]  # method -> raw maps at layer resolution
-    primary: str  # the method AOPC, focus and eigen-heatmaps use
-    eigen: EigenResult | None
-    aopc: dict[str, Any] | None
-    focus: dict[str, torch.Tensor]  # lung_focus, lesion_focus (with masks), border_focus, ...: [N], NaN undefined
-    verdict: ShortcutVerdict | None  # None when the alarm is disabled
-
-    @property
-    def preds(self) -> torch.Tensor:
-        return self.probs.argmax(1)
-
-
-def explain_images(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    classes: list[str],
-    settings: dict[str, Any],
-    layer: str | nn.Module | None = None,
-    lung_masks: torch.Tensor | None = None,
-    lesion_masks: torch.Tensor | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
-    focus_only: bool = False,
-) -> ExplanationSet:
-    """Run every configured explanation on images in [0, 1] (settings = the config's explain section);
-    `focus_only` skips eigen-heatmaps and AOPC (what the shortcut check alone needs)."""
-    layer = layer or settings.get("target_layer") or model.target_layer
-    device = next(model.parameters()).device
-    x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probs = torch.cat([model(b).float().softmax(1) for b in x.split(batch_size)]).cpu()
-    finally:
-        model.train(was_training)
-    maps = {m: heatmaps(model, layer, x, m, batch_size).cpu() for m in settings["methods"]}
-    primary = settings["methods"][0]
-    preds = probs.argmax(1)
-    focus_maps = of_class(maps[primary], preds)
-
-    eigen = None
-    class_method = next((m for m in settings["methods"] if m != "activation"), None)
-    if settings["eigen"] and class_method is not None and not focus_only:
-        display = upsample(maps[class_method], settings["display_size"])
-        eigen = eigen_heatmaps(display.numpy(), labels.numpy(), classes)
-
-    aopc = None
-    a = settings["aopc"]
-    if (preds == labels).any() and not focus_only:
-        aopc = aopc_with_baseline(
-            model, x, labels.to(device), focus_maps.to(device), region=a["region"], steps=a["steps"],
-            perturb=a["perturb"], sigma=a["sigma"], seed=seed, batch_size=batch_size * 2,
-            random_seeds=a["random_seeds"],
-        )
-    focus = {
-        name: mask_focus(focus_maps, masks)
-        for name, masks in (("lung_focus", lung_masks), ("lesion_focus", lesion_masks)) if masks is not None
-    }
-    focus |= region_focus(focus_maps, images.cpu(), settings["border_width"], settings["corner_size"])
-    alarm = AlarmConfig(**settings["alarm"])
-    verdict = shortcut_verdict(focus, alarm) if alarm.enabled else None
-    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict)
 
 
 def _nanmean(t: torch.Tensor | None) -> float | None:
@@ -264,17 +154,7 @@ def heatmap_archive(es: ExplanationSet) -> bytes:
     return buf.getvalue()
 
 
-def load_heatmap_archive(data: bytes | str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_heatmap_archive(data: bytes | str) -> HeatmapSet:
     """(heatmaps [N, C, h, w], labels [N], classes) from a heatmaps.npz written above."""
     with np.load(io.BytesIO(data) if isinstance(data, bytes) else data) as z:
         return z["heatmaps"], z["labels"], [str(c) for c in z["classes"]]
-
-
-def robustness(a: tuple[np.ndarray, np.ndarray, list[str]], b: tuple[np.ndarray, np.ndarray, list[str]], display_size: int = 224) -> pd.DataFrame:
-    """Correlations of class averages and PC1s between two heatmap sets (the robustness study)."""
-    (ha, la, ca), (hb, lb, cb) = a, b
-    if ca != cb:
-        raise ValueError(f"heatmap sets have different classes: {ca} vs {cb}")
-    ea = eigen_heatmaps(upsample(torch.from_numpy(ha), display_size).numpy(), la, ca)
-    eb = eigen_heatmaps(upsample(torch.from_numpy(hb), display_size).numpy(), lb, cb)
-    return compare(ea, eb)

@@ -1,0 +1,65 @@
+"""The one explanation pass over an image set, shared by the epoch-end ExplainCallback, `cxrlab explain`
+and `cxrlab evaluate`: sample -> decode -> explain -> metrics, artifacts and the shortcut verdict. An
+epoch-end heatmap and an evaluate heatmap are the same code."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from callbacks.explanations.explanation import ExplanationSet, check_aopc_grid, explain_images
+from callbacks.explanations.records import explanation_artifacts, explanation_metrics
+from callbacks.explanations.shortcut import TAG
+from datamodules.images import Decoding
+from datamodules.probe import ImageSet, load_image_set, stratified_sample
+from experiments.config import DataConfig, ExplainConfig
+
+
+def sample_images(model: nn.Module, table: pd.DataFrame, per_class: int | None, seed: int, data: DataConfig) -> ImageSet:
+    """Up to `per_class` images of every label of `table` (all when None), decoded, cropped and
+    resized as the model's data section says."""
+    return load_image_set(
+        stratified_sample(table, per_class, seed), model.classes, model.input_size, data.crop_margin,
+        Decoding.from_data(data),
+    )
+
+
+@dataclass
+class ExplainedImages:
+    """One pass: the images, their explanations, the explain/* metrics and the seconds it took."""
+
+    images: ImageSet
+    explanation: ExplanationSet
+    metrics: dict[str, float]
+    seconds: float
+
+    @property
+    def alarm_tags(self) -> dict[str, str]:
+        """The run tag holding the shortcut verdict; none when the alarm judged no image."""
+        verdict = self.explanation.verdict
+        if verdict is None or not verdict.n_judged:
+            return {}
+        return {TAG: "yes" if verdict.alarm else "no"}
+
+    def artifacts(self) -> dict[str, Any]:
+        """Every figure, table and array of the pass, and which images it explained (images.csv)."""
+        return explanation_artifacts(self.explanation) | {"images.csv": self.images.table[["path", "label", "split"]]}
+
+
+def explain_image_set(
+    model: nn.Module, images: ImageSet, settings: ExplainConfig, seed: int = 0, focus_only: bool = False
+) -> ExplainedImages:
+    """Explain `images` with the model's classes as `settings` say; `focus_only` is the shortcut
+    check alone (no eigen-heatmaps, no AOPC)."""
+    if not focus_only:
+        check_aopc_grid(model.input_size, settings.aopc.region, settings.aopc.steps)
+    start = time.perf_counter()
+    es = explain_images(
+        model, images.images, images.labels, model.classes, settings,
+        lung_masks=images.lung_masks, lesion_masks=images.lesion_masks, seed=seed, focus_only=focus_only,
+    )
+    return ExplainedImages(images, es, explanation_metrics(es), time.perf_counter() - start)
