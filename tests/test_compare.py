@@ -185,6 +185,16 @@ def test_heatmap_robustness_uses_each_runs_last_epoch(store: dict[str, Any]) -> 
     assert "heatmap robustness" in format_comparison(result)
 
 
+def test_compare_heatmaps_is_an_alias_of_explain_compare(store: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
+    a, b = store["a"], store["b"]
+    assert main(["compare", a, b, "--metrics", "test/acc", "--heatmaps", "--out", "alias"]) == 0
+    assert main(["explain", "compare", a, b, "--out", "documented"]) == 0
+    for name in ("heatmap_robustness.csv", "heatmap_robustness.md"):
+        assert Path("alias", name).read_text() == Path("documented", name).read_text()
+    printed = capsys.readouterr().out
+    assert printed.count("mean average-heatmap correlation (same class): 1.000") == 2
+
+
 def test_heatmap_errors(store: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=f"run {store['c']} has no explain/.*heatmaps.npz"):
         compare_runs(run_ids=[store["a"], store["c"]], metrics="test/acc", heatmaps=True, out="e1")
