@@ -1,42 +1,60 @@
-"""RunRecorder: writes what a training run is and what it produced into its MLflow run."""
+"""RunRecorder and LastCheckpointUpload: what a training run is and what it produced, written into
+its MLflow run through a writer they are given (callbacks sit below tracking and do not import it)."""
 
 from __future__ import annotations
 
 import math
 import tempfile
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 import lightning as L
+import pandas as pd
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 
 from callbacks.last_checkpoint import LastCheckpoint
 from experiments.config import Config, flatten, to_dict, to_yaml
-from experiments.tracking import store as tracking
-
-SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", "epoch", "global_step", "pytorch-lightning_version")
+from lightning_modules.checkpoint import slim_checkpoint
 
 
-def mlflow_logger(trainer: L.Trainer) -> MLFlowLogger | None:
-    """The trainer's MLFlowLogger, if any."""
-    return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+class RunSink(Protocol):
+    """The writes a training run's callbacks make (experiments.tracking.writer.RunWriter has them)."""
+
+    run_id: str
+
+    @property
+    def uri(self) -> str: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_objects(self, objects: Mapping[str, Any], folder: str | None = None) -> None: ...
+    def log_file(self, path: str | Path, artifact_file: str) -> None: ...
+    def log_dataset(self, table: pd.DataFrame, source: str, name: str, context: str = "training") -> None: ...
 
 
-def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Copy a Lightning checkpoint without optimizer/loop state: what evaluate and predict need."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    torch.save({k: ckpt[k] for k in SLIM_KEYS if k in ckpt}, dst)
-    return Path(dst)
+# The trainer's run on global rank 0; None on other ranks or when nothing is recorded (fast_dev_run).
+SinkOf = Callable[[L.Trainer], RunSink | None]
+# Figures of one split's outputs: (split, probabilities, targets, classes) -> {file name: Figure}.
+Figures = Callable[[str, torch.Tensor, torch.Tensor, list[str]], dict[str, Any]]
 
 
 class RunRecorder(L.Callback):
     """Params, tags, dataset and splits at fit start; best-epoch validation figures and the best
-    checkpoint at fit end. Rank 0 only; a no-op without an MLFlowLogger (e.g. fast_dev_run)."""
+    checkpoint at fit end. Rank 0 only; a no-op where `sink_of` gives no run (e.g. fast_dev_run)."""
 
-    def __init__(self, config: Config, resumed_from: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sink_of: SinkOf,
+        checkpoint_artifact: str,
+        figures: Figures | None = None,
+        resumed_from: str | None = None,
+    ) -> None:
         self.config = config
+        self.sink_of = sink_of
+        self.checkpoint_artifact = checkpoint_artifact  # where the slim best checkpoint goes in the run
+        self.figures = figures
         self.resumed_from = resumed_from
         self.best_score: float | None = None
         self.best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -50,51 +68,32 @@ class RunRecorder(L.Callback):
         return value > self.best_score if self.config.trainer.mode == "max" else value < self.best_score
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = mlflow_logger(trainer)
-        if logger is None:
+        sink = self.sink_of(trainer)
+        if sink is None:
             return
-        run_id = logger.run_id
-        pl_module.run_info = {"run_id": run_id, "tracking_uri": logger._tracking_uri}
-        if not trainer.is_global_zero:
-            return
-        client, dm = logger.experiment, trainer.datamodule
+        pl_module.run_info = {"run_id": sink.run_id, "tracking_uri": sink.uri}
+        dm = trainer.datamodule
         table = dm.prepare_table()
-        params = {k: str(v) for k, v in flatten(to_dict(self.config)).items()}
-        params |= {
+        params = flatten(to_dict(self.config)) | {
             "classes": ",".join(dm.classes),
-            "data.n_train": str(int((table["split"] == "train").sum())),
-            "data.n_val": str(int((table["split"] == "val").sum())),
-            "data.n_test": str(int((table["split"] == "test").sum())),
-            "data.skipped_images": str(len(dm.skipped)),
+            "data.n_train": int((table["split"] == "train").sum()),
+            "data.n_val": int((table["split"] == "val").sum()),
+            "data.n_test": int((table["split"] == "test").sum()),
+            "data.skipped_images": len(dm.skipped),
             # data.source=combine mixes datasets: how many images each contributed.
             "data.images_per_source": ",".join(f"{k}:{v}" for k, v in table["source"].value_counts().items()),
         }
-        # A resumed run keeps its params (MLflow forbids changing them); new keys are added.
-        existing = client.get_run(run_id).data.params
-        from mlflow.entities import Param
-
-        fresh = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
-        for i in range(0, len(fresh), 100):
-            client.log_batch(run_id, params=fresh[i : i + 100])
+        sink.log_params(params)  # a resumed run keeps its params; new keys are added
         if self.resumed_from:
-            client.set_tag(run_id, "cxrlab.resumed_from", self.resumed_from)
+            sink.set_tags({"cxrlab.resumed_from": self.resumed_from})
         files = {"config.yaml": to_yaml(self.config), "splits.csv": table[["path", "label", "patient_id", "source", "split"]]}
         if len(dm.skipped):
             files["skipped_images.csv"] = dm.skipped
-        tracking.log_objects(client, run_id, files)
-        client.log_metric(run_id, "data/skipped_images", len(dm.skipped))
-        self._log_dataset(client, run_id, table)
-
-    def _log_dataset(self, client: Any, run_id: str, table: Any) -> None:
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-
-        cols = ["path", "label", "patient_id", "split"]
-        dataset = mlflow.data.from_pandas(
-            table[cols], source=str(self.config.data.root), targets="label", name=str(table["source"].iloc[0])
+        sink.log_objects(files)
+        sink.log_metrics({"data/skipped_images": len(dm.skipped)})
+        sink.log_dataset(
+            table[["path", "label", "patient_id", "split"]], str(self.config.data.root), str(table["source"].iloc[0])
         )
-        tag = InputTag(key="mlflow.data.context", value="training")
-        tracking.log_inputs_once(client, run_id, [DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val" not in pl_module.last_outputs:
@@ -109,69 +108,36 @@ class RunRecorder(L.Callback):
             }
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = mlflow_logger(trainer)
-        if logger is None or not trainer.is_global_zero:
+        sink = self.sink_of(trainer)
+        if sink is None:
             return
-        client, run_id = logger.experiment, logger.run_id
         # MLflow shows a metric's latest value; best/* is what runs should be compared on.
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        best_logged = [Metric(f"best/{k}", v, now, trainer.global_step) for k, v in self.best_metrics.items()]
-        if best_logged:
-            client.log_batch(run_id, metrics=best_logged)
-        if self.best_outputs is not None:
-            tracking.log_objects(client, run_id, eval_figures("val", *self.best_outputs, pl_module.classes))
+        sink.log_metrics({f"best/{k}": v for k, v in self.best_metrics.items()}, step=trainer.global_step)
+        if self.best_outputs is not None and self.figures is not None:
+            sink.log_objects(self.figures("val", *self.best_outputs, pl_module.classes))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best and self.config.tracking.log_checkpoint:
             with tempfile.TemporaryDirectory() as tmp:
-                slim = slim_checkpoint(best, Path(tmp) / "model.ckpt")
-                client.log_artifact(run_id, str(slim), "checkpoints")
+                name = PurePosixPath(self.checkpoint_artifact).name
+                sink.log_file(slim_checkpoint(best, Path(tmp) / name), self.checkpoint_artifact)
         if best:
-            client.set_tag(run_id, "cxrlab.best_checkpoint", str(Path(best).resolve()))
+            sink.set_tags({"cxrlab.best_checkpoint": str(Path(best).resolve())})
 
 
 class LastCheckpointUpload(L.Callback):
-    """Uploads last.ckpt to the run as checkpoints/last.ckpt after every epoch (rank 0), so a run
-    recorded on a tracking server resumes on any node: --resume runs:/RUN_ID/checkpoints/last.ckpt."""
+    """Uploads last.ckpt to the run as `artifact` (checkpoints/last.ckpt) after every epoch (rank 0),
+    so a run recorded on a tracking server resumes on any node: --resume runs:/RUN_ID/<artifact>."""
+
+    def __init__(self, sink_of: SinkOf, artifact: str) -> None:
+        self.sink_of = sink_of
+        self.artifact = artifact
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation (which rewrites last.ckpt) has run by now: this is the epoch's checkpoint.
-        logger = mlflow_logger(trainer)
         last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
-        if logger is None or last is None or not trainer.is_global_zero:
+        sink = self.sink_of(trainer) if last is not None else None
+        if sink is None:
             return
         path = last.path(trainer)
         if path.is_file():
-            logger.experiment.log_artifact(logger.run_id, str(path), str(Path(tracking.RUN_LAST_CHECKPOINT).parent))
-
-
-def eval_figures(split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split."""
-    from sklearn.metrics import confusion_matrix
-
-    from experiments.evaluation.clinical import roc_curves
-    from experiments.evaluation.figures import plot_confusion_matrix, plot_roc
-
-    y, p = targets.numpy(), probs.numpy()
-    cm = confusion_matrix(y, p.argmax(1), labels=list(range(len(classes))))
-    return {
-        f"{split}_confusion_matrix.png": plot_confusion_matrix(cm, classes),
-        f"{split}_confusion_matrix_norm.png": plot_confusion_matrix(cm, classes, normalize=True),
-        f"{split}_roc.png": plot_roc(roc_curves(y, p), classes),
-    }
-
-
-def run_artifact_sink(trainer: L.Trainer, folder: str, objects: dict[str, Any]) -> None:
-    """Write artifacts into the trainer's MLflow run (rank 0; nothing without an MLFlowLogger)."""
-    logger = mlflow_logger(trainer)
-    if logger is not None and trainer.is_global_zero:
-        tracking.log_objects(logger.experiment, logger.run_id, objects, folder)
-
-
-def run_tag_sink(trainer: L.Trainer, tags: dict[str, str]) -> None:
-    """Set tags on the trainer's MLflow run (rank 0; nothing without an MLFlowLogger)."""
-    logger = mlflow_logger(trainer)
-    if logger is not None and trainer.is_global_zero:
-        for key, value in tags.items():
-            logger.experiment.set_tag(logger.run_id, key, value)
+            sink.log_file(path, self.artifact)

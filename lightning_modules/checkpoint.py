@@ -54,3 +54,13 @@ def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXR
     model.config = hp["config"]
     model.run_info = dict(ckpt.get("cxrlab", {}))
     return model.eval()
+
+
+SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", "epoch", "global_step", "pytorch-lightning_version")
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a Lightning checkpoint without optimizer/loop state: what evaluate and predict need."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({k: ckpt[k] for k in SLIM_KEYS if k in ckpt}, dst)
+    return Path(dst)

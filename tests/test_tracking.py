@@ -12,6 +12,7 @@ from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 
 from experiments.tracking import store as tracking
+from experiments.tracking.writer import RunWriter
 
 DUPLICATE = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
 
@@ -48,7 +49,7 @@ def two_runs(tmp_path: Path) -> tuple[str, str, str]:
 def test_log_inputs_retries_after_losing_the_insert_race(tmp_path: Path) -> None:
     uri, mine, rival = two_runs(tmp_path)
     client = LosesTheRace(uri, rival, DUPLICATE)
-    tracking.log_inputs_once(client, mine, [dataset_input()])
+    RunWriter(client, mine).log_inputs_once([dataset_input()])
     assert client.calls == 2
     digests = [[d.dataset.digest for d in MlflowClient(uri).get_run(r).inputs.dataset_inputs] for r in (mine, rival)]
     assert digests[0] == digests[1] and len(digests[0]) == 1
@@ -58,8 +59,54 @@ def test_log_inputs_other_errors_are_not_swallowed(tmp_path: Path) -> None:
     uri, mine, rival = two_runs(tmp_path)
     client = LosesTheRace(uri, rival, "RESOURCE_DOES_NOT_EXIST: run gone")
     with pytest.raises(MlflowException, match="run gone"):
-        tracking.log_inputs_once(client, mine, [dataset_input()])
+        RunWriter(client, mine).log_inputs_once([dataset_input()])
     assert client.calls == 1
+
+
+def test_writer_batches_within_mlflow_limits_and_keeps_a_resumed_runs_params(tmp_path: Path) -> None:
+    """250 params and 1200 metrics need several log_batch calls (100 params, 1000 entities each);
+    a second write keeps the first values and adds only new keys, as a resumed run does."""
+    uri, mine, _ = two_runs(tmp_path)
+    run = RunWriter.open(uri, mine)
+    run.log_params({f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000})
+    run.log_params({"p000": "changed", "new": "added"})
+    run.log_metrics({f"m{i:04d}": float(i) for i in range(1200)} | {"val/recall/a(b)": 1.0, "nan": float("nan")}, step=3)
+    run.log_metrics({"skipped": float("inf"), "kept": 2.0}, finite_only=True)
+    run.set_tags({f"t{i:03d}": i for i in range(150)})
+    data = MlflowClient(uri).get_run(mine).data
+    assert len(data.params) == 252 and data.params["p000"] == "0" and data.params["new"] == "added"
+    assert len(data.params["long"]) == 6000
+    assert len(data.metrics) == 1203 and data.metrics["m1199"] == 1199.0 and data.metrics["val/recall/ab"] == 1.0
+    assert "skipped" not in data.metrics and data.metrics["kept"] == 2.0
+    assert MlflowClient(uri).get_metric_history(mine, "m0000")[0].step == 3
+    assert data.tags["t149"] == "149"
+
+
+def test_writer_artifacts_and_lifecycle(tmp_path: Path) -> None:
+    """In-memory objects, a file under another name and a folder land where asked; a child run
+    carries its parent and the git commit; finish closes it."""
+    import matplotlib.figure
+
+    uri, parent, _ = two_runs(tmp_path)
+    client = MlflowClient(uri)
+    child = RunWriter.create(client, client.get_run(parent).info.experiment_id, "child", {"k": "v"}, parent_id=parent)
+    fig = matplotlib.figure.Figure()
+    fig.add_subplot().plot([0, 1])
+    child.log_objects({"a.png": fig, "t.csv": pd.DataFrame({"x": [1]}), "b.bin": b"\x00", "n.txt": "hi"}, "objs")
+    child.log_object("yaml: 1\n", "config.yaml")
+    (tmp_path / "local.ckpt").write_bytes(b"ckpt")
+    child.log_file(tmp_path / "local.ckpt", "checkpoints/model.ckpt")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "report.md").write_text("# r")
+    child.log_folder(tmp_path / "folder", "report")
+    child.finish("KILLED")
+    names = {a.path for d in ("objs", "checkpoints", "report") for a in client.list_artifacts(child.run_id, d)}
+    names |= {a.path for a in client.list_artifacts(child.run_id)}
+    assert {"objs/a.png", "objs/t.csv", "objs/b.bin", "objs/n.txt", "config.yaml", "checkpoints/model.ckpt", "report/report.md"} <= names
+    run = client.get_run(child.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["k"] == "v"
+    assert run.data.tags["mlflow.source.git.commit"]  # the tests run from the cxrlab checkout
+    assert run.info.status == "KILLED" and child.uri == uri
 
 
 def test_two_trainings_started_together_on_a_new_store_are_both_recorded(tmp_path: Path, folder_tree: Path) -> None:

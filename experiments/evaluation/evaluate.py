@@ -26,6 +26,7 @@ from experiments.evaluation.outputs import (
 )
 from experiments.evaluation.report import Section, render_html, render_markdown, text_table
 from experiments.tracking import store as tracking
+from experiments.tracking.writer import log_derived_run, run_tags
 from lightning_modules.checkpoint import load_classifier
 
 SPLITS = ("test", "val", "all")
@@ -194,14 +195,9 @@ def log_evaluation(
     """One MLflow run with every output file, in the training run's experiment when known."""
     m = cfg["model"]
     shortcut = results.get("shortcut")
-    tags = {
-        "cxrlab.kind": "evaluate",
-        **({SHORTCUT_TAG: "yes" if shortcut["alarm"] else "no"} if shortcut and shortcut["n_judged"] else {}),
-        "backbone": m["backbone"],
-        "head": m["head"],
-        "finetune": m["finetune"],
-        "dataset": Path(results["data_root"]).name,
-    }
+    tags = run_tags("evaluate", m["backbone"], m["head"], m["finetune"], results["data_root"])
+    if shortcut and shortcut["n_judged"]:
+        tags[SHORTCUT_TAG] = "yes" if shortcut["alarm"] else "no"
     params = {
         "checkpoint": results["checkpoint"],
         "split": results["split"],
@@ -216,7 +212,7 @@ def log_evaluation(
     }
     # Named after the training run when the store knows it: best-epoch007 says little in compare.
     name = _run_name(uri, results["train_run_id"]) or Path(results["checkpoint"]).stem
-    return tracking.log_derived_run(
+    return log_derived_run(
         uri, results["train_run_id"], EVAL_EXPERIMENT,
         f"evaluate-{name}-{results['split']}",
         tags, params, results["metrics"], out,

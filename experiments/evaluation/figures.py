@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from experiments.evaluation.clinical import PrCurve, RocCurve
+from experiments.evaluation.clinical import PrCurve, RocCurve, roc_curves
+
+if TYPE_CHECKING:
+    import torch
 
 # Figures are built without pyplot: no global figure registry to leak from, and PNG rendering
 # uses the Agg canvas whatever backend the process has selected.
@@ -178,3 +181,16 @@ def plot_threshold_scores(
     ax.set_title("Scores and thresholds")
     ax.legend(fontsize="small")
     return fig
+
+
+def eval_figures(split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Figure]:
+    """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split."""
+    from sklearn.metrics import confusion_matrix
+
+    y, p = targets.numpy(), probs.numpy()
+    cm = confusion_matrix(y, p.argmax(1), labels=list(range(len(classes))))
+    return {
+        f"{split}_confusion_matrix.png": plot_confusion_matrix(cm, classes),
+        f"{split}_confusion_matrix_norm.png": plot_confusion_matrix(cm, classes, normalize=True),
+        f"{split}_roc.png": plot_roc(roc_curves(y, p), classes),
+    }

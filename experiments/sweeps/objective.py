@@ -24,6 +24,7 @@ from callbacks.pruning import PruneOnValidation
 from experiments.config import Config, flatten, from_dict, set_dotted, to_dict
 from experiments.sweeps import trial_runs as sweep_tracking
 from experiments.sweeps.search_space import SweepSpec, suggest
+from experiments.tracking.writer import RunWriter
 from experiments.training.train import resolve, run_tags, train
 
 
@@ -88,7 +89,7 @@ def _single(ctx: TrialContext, trial: optuna.Trial, cfg: Config, run_id: str) ->
 
 def _folds(ctx: TrialContext, trial: optuna.Trial, cfg: Config, run_id: str) -> list[float]:
     """Train every fold in its own run nested under the trial run; prune on running fold means."""
-    sweep_tracking.log_params(ctx.client, run_id, flatten(to_dict(cfg)))
+    RunWriter(ctx.client, run_id).log_params(flatten(to_dict(cfg)))
     per_fold: list[dict[str, float]] = []
     means: dict[str, float] = {}
     for fold in range(cfg.data.folds or 0):
@@ -112,7 +113,7 @@ def _log_summary(
 ) -> None:
     """Mean and std over the folds so far: metrics on the trial run, user attrs for objectives."""
     metrics = {f"cv/{k}/mean": m for k, (m, _) in summary.items()} | {f"cv/{k}/std": s for k, (_, s) in summary.items()}
-    sweep_tracking.log_metrics(ctx.client, run_id, metrics, step=fold)
+    RunWriter(ctx.client, run_id).log_metrics(metrics, step=fold, finite_only=True)
     for o in ctx.spec.objectives:
         if o in summary:
             trial.set_user_attr(f"{o} mean", summary[o][0])
@@ -130,8 +131,9 @@ def run_trial(ctx: TrialContext, trial: optuna.Trial) -> float | list[float]:
     trial.set_user_attr(sweep_tracking.RUN_ATTR, run_id)
     try:
         cfg = trial_config(ctx, params, trial.number)
-        sweep_tracking.set_tags(ctx.client, run_id, run_tags(cfg, tags))
-        ctx.client.update_run(run_id, name=f"t{trial.number:03d}-{cfg.tracking.run_name}")
+        run = RunWriter(ctx.client, run_id)
+        run.set_tags(run_tags(cfg, tags))
+        run.rename(f"t{trial.number:03d}-{cfg.tracking.run_name}")
         values = _folds(ctx, trial, cfg, run_id) if cfg.data.folds else _single(ctx, trial, cfg, run_id)
         return values[0] if len(values) == 1 else values
     except optuna.TrialPruned:

@@ -54,6 +54,7 @@ from experiments.sweeps.search_space import (
 from experiments.sweeps.status import LAUNCH_ATTR, format_status
 from experiments.sweeps.storage import default_storage, open_storage, redact
 from experiments.tracking import store as tracking
+from experiments.tracking.writer import RunWriter
 from experiments.training.checks import check_config
 
 
@@ -453,13 +454,14 @@ def run_sweep(
     tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
     parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
     outcome.parent_run_id = parent
-    sweep_tracking.log_params(client, parent, _parent_params(loaded, name, storage, overrides))
+    parent_run = RunWriter(client, parent)
+    parent_run.log_params(_parent_params(loaded, name, storage, overrides))
     search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
-    tracking.log_file_object(client, parent, search_yaml.encode(), "sweep_config.yaml")
+    parent_run.log_object(search_yaml.encode(), "sweep_config.yaml")
     if not spec.pruned:
         why = "multi-objective studies cannot be pruned" if spec.multi_objective else "pruner: none"
         outcome.notes.append(f"pruning is off: {why}")
-        client.set_tag(parent, "sweep.pruning", outcome.notes[-1])
+        parent_run.set_tags({"sweep.pruning": outcome.notes[-1]})
         print(f"cxrlab sweep: {outcome.notes[-1]}")
     before = len(study.trials)
     launch = {

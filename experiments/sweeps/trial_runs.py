@@ -21,12 +21,11 @@ matplotlib.use("Agg")
 
 import numpy as np
 import optuna
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.tracking import store as tracking
+from experiments.tracking.writer import RunWriter
 
 PARENT_ATTR = "mlflow_parent_run_id"
 PARENT_URI_ATTR = "mlflow_tracking_uri"
@@ -36,22 +35,6 @@ ERROR_ATTR = "error"
 WORKER_ATTR = "worker"  # host:pid of the process running the trial, so its launcher finds it
 # Optuna state -> MLflow run status: a pruned trial stopped on purpose, so it "finished".
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
-
-
-def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log the params a run does not have yet (MLflow forbids changing one), 100 per call."""
-    existing = client.get_run(run_id).data.params
-    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
-    for i in range(0, len(fresh), 100):
-        client.log_batch(run_id, params=fresh[i : i + 100])
-
-
-def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-    """Log finite metrics in one call."""
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]
-    if batch:
-        client.log_batch(run_id, metrics=batch)
 
 
 def open_parent_run(
@@ -69,13 +52,12 @@ def open_parent_run(
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id and study.user_attrs.get(PARENT_URI_ATTR) == uri:
         try:
-            run = client.get_run(run_id)
-            if run.info.lifecycle_stage == "active":
-                client.update_run(run_id, status="RUNNING")
+            if client.get_run(run_id).info.lifecycle_stage == "active":
+                RunWriter(client, run_id).reopen()
                 return run_id
         except MlflowException:
             pass  # deleted or never in this store: start a fresh parent
-    run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+    run_id = RunWriter.create(client, experiment_id, name, tags).run_id
     study.set_user_attr(PARENT_ATTR, run_id)
     study.set_user_attr(PARENT_PENDING_ATTR, False)
     study.set_user_attr(PARENT_URI_ATTR, uri)
@@ -92,15 +74,8 @@ def start_trial_run(
 ) -> str:
     """A run nested under `parent_id` (a study's parent run, or a trial run for its folds); a
     parent that another node's launch already closed is running again while it has children."""
-    if client.get_run(parent_id).info.status != "RUNNING":
-        client.update_run(parent_id, status="RUNNING")
-    tags = {**tags, "mlflow.parentRunId": parent_id}
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-
-
-def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
-    """Set several tags in one call."""
-    client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    RunWriter(client, parent_id).reopen()
+    return RunWriter.create(client, experiment_id, name, tags, parent_id=parent_id).run_id
 
 
 def finish_trial_run(
@@ -112,9 +87,10 @@ def finish_trial_run(
     status: str | None = None,
 ) -> None:
     """Tag the final Optuna state (and error), log the objective values, close the run."""
-    set_tags(client, run_id, {"optuna.state": state} | ({"cxrlab.error": error} if error else {}))
-    log_metrics(client, run_id, {f"optuna/{k}": v for k, v in values.items()})
-    client.set_terminated(run_id, status or RUN_STATUS[state])
+    run = RunWriter(client, run_id)
+    run.set_tags({"optuna.state": state} | ({"cxrlab.error": error} if error else {}))
+    run.log_metrics({f"optuna/{k}": v for k, v in values.items()}, finite_only=True)
+    run.finish(status or RUN_STATUS[state])
 
 
 def trial_values(trial: FrozenTrial, objectives: tuple[str, ...]) -> dict[str, float]:
@@ -164,7 +140,7 @@ def close_parent_run(client: MlflowClient, parent_id: str, study: optuna.Study, 
         state = study.trials[int(number)].state.name if number is not None else "FAIL"
         finish_trial_run(client, run.info.run_id, state, {}, "its worker ended without closing the run", status="KILLED")
     if not still:
-        client.set_terminated(parent_id, status)
+        RunWriter(client, parent_id).finish(status)
     return sorted(still)
 
 
@@ -187,11 +163,11 @@ def _targets(study: optuna.Study, objectives: tuple[str, ...]) -> list[tuple[str
     return out
 
 
-def _log_axes(client: MlflowClient, run_id: str, ax: Any, name: str) -> None:
+def _log_axes(run: RunWriter, ax: Any, name: str) -> None:
     fig = ax.figure if hasattr(ax, "figure") else np.asarray(ax).flat[0].figure
     fig.set_size_inches(9, 6)
     fig.tight_layout()
-    tracking.log_file_object(client, run_id, fig, f"study/{name}.png")
+    run.log_object(fig, f"study/{name}.png")
 
 
 def _plots(study: optuna.Study, objectives: tuple[str, ...]) -> list[tuple[str, Callable[[], Any]]]:
@@ -212,38 +188,35 @@ def _plots(study: optuna.Study, objectives: tuple[str, ...]) -> list[tuple[str, 
 
 def report_study(client: MlflowClient, run_id: str, study: optuna.Study, objectives: tuple[str, ...]) -> list[str]:
     """Log the study's outcome on its parent run; returns notes on what was skipped and why."""
+    run = RunWriter(client, run_id)
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    log_metrics(client, run_id, {f"trials/{k.lower()}": v for k, v in counts.items()}, step=len(trials))
+    run.log_metrics({f"trials/{k.lower()}": v for k, v in counts.items()}, step=len(trials), finite_only=True)
     notes: list[str] = []
     if trials:
-        tracking.log_file_object(client, run_id, study.trials_dataframe(multi_index=False), "study/trials.csv")
+        run.log_object(study.trials_dataframe(multi_index=False), "study/trials.csv")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         notes.append("no COMPLETE trial yet: no best trial, no figures")
     elif len(objectives) == 1:
         best = study.best_trial
-        client.set_tag(run_id, "best_trial.number", str(best.number))
-        for k, v in best.params.items():
-            client.set_tag(run_id, f"best_trial.params.{k}", str(v))
-        log_metrics(client, run_id, {f"best/{objectives[0]}": best.value}, step=len(trials))
+        run.set_tags({"best_trial.number": best.number} | {f"best_trial.params.{k}": v for k, v in best.params.items()})
+        run.log_metrics({f"best/{objectives[0]}": best.value}, step=len(trials), finite_only=True)
         summary = {"number": best.number, "params": best.params, "values": trial_values(best, objectives)}
-        tracking.log_file_object(client, run_id, json.dumps(summary, indent=2, default=str).encode(), "study/best_trial.json")
+        run.log_object(json.dumps(summary, indent=2, default=str).encode(), "study/best_trial.json")
     else:
         front = study.best_trials
         rows = [{"number": t.number, **trial_values(t, objectives), **t.params} for t in front]
-        tracking.log_file_object(client, run_id, json.dumps(rows, indent=2, default=str).encode(), "study/pareto_trials.json")
-        log_metrics(client, run_id, {"pareto/size": len(front)}, step=len(trials))
+        run.log_object(json.dumps(rows, indent=2, default=str).encode(), "study/pareto_trials.json")
+        run.log_metrics({"pareto/size": len(front)}, step=len(trials), finite_only=True)
     if complete:
-        notes += _log_plots(client, run_id, study, objectives, len(complete))
+        notes += _log_plots(run, study, objectives, len(complete))
     if notes:
-        tracking.log_file_object(client, run_id, ("\n".join(notes) + "\n").encode(), "study/notes.txt")
+        run.log_object(("\n".join(notes) + "\n").encode(), "study/notes.txt")
     return notes
 
 
-def _log_plots(
-    client: MlflowClient, run_id: str, study: optuna.Study, objectives: tuple[str, ...], n_complete: int
-) -> list[str]:
+def _log_plots(run: RunWriter, study: optuna.Study, objectives: tuple[str, ...], n_complete: int) -> list[str]:
     notes = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -253,7 +226,7 @@ def _log_plots(
                 notes.append(f"{name}: skipped, importances need more than one COMPLETE trial")
                 continue
             try:
-                _log_axes(client, run_id, plot(), name)
+                _log_axes(run, plot(), name)
             except (ValueError, RuntimeError) as e:
                 notes.append(f"{name}: skipped ({e})")
     return notes

@@ -1,26 +1,42 @@
-"""The training run's MLFlowLogger: exactly one value per metric and step, also across a resume."""
+"""The training run's MLFlowLogger, writing through the RunWriter: exactly one value per metric and
+step, also across a resume; and the trainer's writer for the callbacks (rank 0 only)."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
+import lightning as L
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from experiments.tracking.writer import RunWriter
+
 
 class RunLogger(MLFlowLogger):
-    """MLFlowLogger that, when continuing a run, drops the steps its history already has.
+    """MLFlowLogger whose writes go through the run's RunWriter; when continuing a run, it drops
+    the steps the history already has.
 
-    A run killed mid-epoch has logged metrics past its last checkpoint; the resumed run retrains
-    those steps. Logging them again would give two values at one step, so the first attempt's
-    values are kept and the replay is not logged.
+    Lightning still creates the run (lazily, on global rank 0 once the strategy knows the ranks)
+    and closes it; every param and metric is written by the writer. A run killed mid-epoch has
+    logged metrics past its last checkpoint; the resumed run retrains those steps. Logging them
+    again would give two values at one step, so the first attempt's values are kept.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._continuing = kwargs.get("run_id") is not None
         self._last_step: dict[str, int] | None = None
+        self._writer: RunWriter | None = None
+
+    @property
+    def writer(self) -> RunWriter:
+        """The writer of this logger's run (creates the run on first use; rank 0 only)."""
+        if self._writer is None:
+            self._writer = RunWriter(self.experiment, self.run_id)
+        return self._writer
 
     def _history(self) -> dict[str, int]:
         """The last logged step of every metric of the run (empty for a new run)."""
@@ -39,5 +55,30 @@ class RunLogger(MLFlowLogger):
         at = step or 0
         fresh = {k: v for k, v in metrics.items() if at > last.get(k, -1)}
         if fresh:
-            super().log_metrics(fresh, step)
+            self.writer.log_metrics(fresh, at)
             last.update(dict.fromkeys(fresh, at))
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        self.writer.log_params(_flatten_dict(_convert_params(params)))
+
+
+def run_writer(trainer: L.Trainer) -> RunWriter | None:
+    """The writer of the trainer's MLflow run on global rank 0; None elsewhere or without a RunLogger
+    (e.g. fast_dev_run)."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, RunLogger)), None)
+    return logger.writer if logger is not None and trainer.is_global_zero else None
+
+
+def log_trainer_artifacts(trainer: L.Trainer, folder: str, objects: dict[str, Any]) -> None:
+    """Write artifacts under `folder` of the trainer's run (ExplainCallback's sink)."""
+    writer = run_writer(trainer)
+    if writer is not None:
+        writer.log_objects(objects, folder)
+
+
+def set_trainer_tags(trainer: L.Trainer, tags: dict[str, str]) -> None:
+    """Set tags on the trainer's run (ExplainCallback's tagger)."""
+    writer = run_writer(trainer)
+    if writer is not None:
+        writer.set_tags(tags)

@@ -1,15 +1,11 @@
-"""MLflow helpers: where the store is, tags, and logging figures/tables/files to a run by id."""
+"""The MLflow store: its URI, the SQLite lock, experiments and where checkpoints live (writes: writer.py)."""
 
 from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from experiments.config import first_line
 
@@ -134,71 +130,6 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
     return exp.experiment_id
 
 
-def log_inputs_once(client: Any, run_id: str, inputs: list[Any], attempts: int = 3) -> None:
-    """Log dataset inputs, retrying when a concurrent run inserted the same dataset first."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(attempts):
-        try:
-            client.log_inputs(run_id, datasets=inputs)
-            return
-        except MlflowException as err:
-            # Parallel sweep workers log the same dataset (same experiment, name and digest):
-            # the store checks for it, then inserts, so the slower insert hits the unique key.
-            # The failed transaction is rolled back; on retry the store finds and reuses it.
-            duplicate = any(s in str(err) for s in ("UNIQUE constraint", "duplicate key", "Duplicate entry"))
-            if not duplicate or attempt == attempts - 1:
-                raise
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The git commit of the cxrlab code that is running (its checkout), if it is a repository."""
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def log_file_object(client: Any, run_id: str, obj: Any, artifact_file: str) -> None:
-    """Log one in-memory artifact at `artifact_file` (a path inside the run's artifacts)."""
-    path = Path(artifact_file)
-    log_objects(client, run_id, {path.name: obj}, str(path.parent) if str(path.parent) != "." else None)
-
-
-def write_objects(objects: dict[str, Any], folder: str | Path) -> list[Path]:
-    """Write {relative name: Figure | DataFrame | bytes | str} into a local folder."""
-    from matplotlib.figure import Figure
-
-    folder = Path(folder)
-    written = []
-    for name, obj in objects.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(obj, Figure):
-            obj.savefig(path, dpi=120)
-        elif isinstance(obj, pd.DataFrame):
-            obj.to_csv(path, index=False)
-        elif isinstance(obj, bytes):
-            path.write_bytes(obj)
-        elif isinstance(obj, str):
-            path.write_text(obj)
-        else:
-            raise TypeError(f"cannot write {name}: unsupported artifact type {type(obj).__name__}")
-        written.append(path)
-    return written
-
-
-def log_objects(client: Any, run_id: str, objects: dict[str, Any], artifact_path: str | None = None) -> None:
-    """Log many in-memory artifacts with one upload (a temp folder, then log_artifacts)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        write_objects(objects, tmp)
-        client.log_artifacts(run_id, tmp, artifact_path)
-
-
 def experiment_of(client: Any, run_id: str | None) -> str | None:
     """The experiment id of a run this store knows, else None (e.g. trained against another store)."""
     from mlflow.exceptions import MlflowException
@@ -209,42 +140,3 @@ def experiment_of(client: Any, run_id: str | None) -> str | None:
         return client.get_run(run_id).info.experiment_id
     except MlflowException:
         return None
-
-
-def log_derived_run(
-    uri: str,
-    train_run_id: str | None,
-    default_experiment: str,
-    run_name: str,
-    tags: dict[str, str],
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    folder: str | Path,
-    artifact_path: str | None = None,
-) -> tuple[str, str]:
-    """A run made from a checkpoint (evaluate, explain): filed in the training run's experiment
-    when this store knows it, else `default_experiment`; every file of `folder` as artifacts."""
-    import time
-
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-
-    client = MlflowClient(uri)
-    experiment_id = experiment_of(client, train_run_id) or ensure_experiment(client, default_experiment, uri)
-    tags = dict(tags) | {"cxrlab.train_run_id": train_run_id or "unknown"}
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    try:
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
-        for i in range(0, len(rows), 500):
-            client.log_batch(run_id, metrics=rows[i : i + 500])
-        client.log_artifacts(run_id, str(folder), artifact_path)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id)
-    return run_id, experiment_id

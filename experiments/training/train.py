@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,16 +15,18 @@ from mlflow.tracking import MlflowClient
 
 from callbacks.explain import ExplainCallback
 from callbacks.last_checkpoint import LastCheckpoint
-from callbacks.run_recorder import (
-    LastCheckpointUpload,
-    RunRecorder,
-    run_artifact_sink,
-    run_tag_sink,
-)
+from callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from datamodules.datamodule import CXRDataModule
 from experiments.config import Config, to_dict
+from experiments.evaluation.figures import eval_figures
 from experiments.tracking import store as tracking
-from experiments.tracking.run_logger import RunLogger
+from experiments.tracking import writer
+from experiments.tracking.run_logger import (
+    RunLogger,
+    log_trainer_artifacts,
+    run_writer,
+    set_trainer_tags,
+)
 from lightning_modules.backbones import default_input_size
 from lightning_modules.classifier import CXRClassifier
 
@@ -75,17 +76,8 @@ def precision_for(cfg: Config) -> str:
 
 def run_tags(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The tags every training run carries."""
-    tags = {
-        "backbone": cfg.model.backbone,
-        "head": cfg.model.head,
-        "finetune": cfg.model.finetune,
-        "dataset": Path(str(cfg.data.root)).name,
-        "cxrlab.kind": "train",
-    }
-    commit = tracking.git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags | (extra or {})
+    m = cfg.model
+    return writer.run_tags("train", m.backbone, m.head, m.finetune, cfg.data.root) | (extra or {})
 
 
 def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[L.Callback]) -> L.Trainer:
@@ -152,8 +144,8 @@ def train(
     uploads: list[L.Callback] = []
     if not cfg.trainer.fast_dev_run:
         uri = tracking.resolve_uri(cfg.tracking.uri)
-        if cfg.tracking.upload_last and tracking.is_server(uri):
-            uploads.append(LastCheckpointUpload())  # another node resumes from the server
+        if cfg.tracking.upload_last and tracking.is_server(uri):  # another node resumes from the server
+            uploads.append(LastCheckpointUpload(run_writer, tracking.RUN_LAST_CHECKPOINT))
         if run_id is None:  # ours, not the logger's: tagged, and safe when runs start together
             tracking.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
         logger = RunLogger(
@@ -164,11 +156,11 @@ def train(
             artifact_location=tracking.artifact_location(uri),
             run_id=run_id,
         )
-    recorder = RunRecorder(cfg, resumed_from=resume)
+    recorder = RunRecorder(cfg, run_writer, tracking.RUN_CHECKPOINT, eval_figures, resumed_from=resume)
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
     explainers = (
-        [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, run_artifact_sink, run_tag_sink)] if cfg.explain.enabled else []
+        [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, log_trainer_artifacts, set_trainer_tags)] if cfg.explain.enabled else []
     )
     trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
