@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from callbacks.explanations import plots
 from callbacks.explanations.display import heatmap_grid, upsample
 from callbacks.explanations.eigen import HeatmapSet
 from callbacks.explanations.explanation import ExplanationSet, of_class
-from callbacks.explanations.plots import (
-    plot_aopc_curve,
-    plot_argmax_map,
-    plot_average_grid,
-    plot_boxplots,
-    plot_components,
-    plot_reconstructions,
-)
 
 
 def _nanmean(t: torch.Tensor | None) -> float | None:
@@ -76,19 +69,19 @@ def explanation_artifacts(
             )
     if es.eigen is not None:
         e = es.eigen
-        out["averages.png"] = plot_average_grid(e.averages, es.classes)
-        out["argmax_map.png"] = plot_argmax_map(e.argmax_map, es.classes)
-        out["boxplots.png"] = plot_boxplots(e.box_values, es.classes)
-        out["eigen_components.png"] = plot_components(e)
+        out["averages.png"] = plots.plot_average_grid(e.averages, es.classes)
+        out["argmax_map.png"] = plots.plot_argmax_map(e.argmax_map, es.classes)
+        out["boxplots.png"] = plots.plot_boxplots(e.box_values, es.classes)
+        out["eigen_components.png"] = plots.plot_components(e)
         out["eigen_variance.csv"] = e.variance_table
         out["avg_pc1_corr.csv"] = e.avg_pc1_corr.reset_index(names="pc1_of_class")
         c = next((c for c, p in enumerate(e.pcas) if p is not None), None)
         if c is not None:
             first = int(torch.nonzero(es.labels == c).flatten()[0])
             display = upsample(es.maps[_class_method(es)][first, c], e.averages.shape[-1]).numpy()
-            out["eigen_reconstructions.png"] = plot_reconstructions(display, e.pcas[c])
+            out["eigen_reconstructions.png"] = plots.plot_reconstructions(display, e.pcas[c])
     if es.aopc is not None:
-        out["aopc_curve.png"] = plot_aopc_curve({"MoRF": es.aopc["curve_morf"], "random order": es.aopc["curve_random"]})
+        out["aopc_curve.png"] = plots.plot_aopc_curve({"MoRF": es.aopc["curve_morf"], "random order": es.aopc["curve_random"]})
         out["aopc_curve.csv"] = pd.DataFrame(
             {"steps": np.arange(len(es.aopc["curve_morf"])), "aopc_morf": es.aopc["curve_morf"], "aopc_random": es.aopc["curve_random"]}
         )
