@@ -54,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Explain a checkpoint: the same figures, tables and metrics as the training-time "
         "ExplainCallback, on any split (or another dataset via --data.root). `explain compare A B` "
         "correlates two heatmap sets (MLflow run ids, heatmaps.npz files or explain output folders): "
-        "original vs new images, or model 1 vs model 2. --data.* and --explain.* override the checkpoint's config.",
+        "original vs new images, or model 1 vs model 2 (`cxrlab compare RUN_A RUN_B --heatmaps` is an alias that "
+        "adds the runs' table). --data.* and --explain.* override the checkpoint's config.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a cxrlab .ckpt, or the word `compare`")
