@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from callbacks.explanations.explanation import check_aopc_grid
 from callbacks.explanations.explanation_pass import explain_image_set, sample_images
 from datamodules.probe import ImageSet
 from experiments.config import ExplainConfig
@@ -37,6 +38,9 @@ class ExplainCallback(L.Callback):
         self.seconds = 0.0  # total time spent explaining (the benchmark reads it)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # On every rank, before training: failing later on rank 0 alone would leave the others
+        # waiting in the metrics broadcast.
+        check_aopc_grid(pl_module.input_size, self.settings.aopc.region, self.settings.aopc.steps)
         if trainer.is_global_zero:
             dm = trainer.datamodule
             self.probe = sample_images(pl_module, dm.split_table("val"), self.settings.probe_per_class, self.seed, dm.data)

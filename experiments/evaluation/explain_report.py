@@ -29,10 +29,14 @@ PER_CLASS = 50  # images per class that evaluate explains (the shortcut check an
 FIGURES = ("averages.png", "argmax_map.png", "boxplots.png", "eigen_components.png", "aopc_curve.png")
 
 
+def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of the model's classes in one split (or all)."""
+    return table[table["known"] & ((table["split"] == split) | (split == "all"))]
+
+
 def case_rows(preds: Predictions, split: str, positive: str | None, per_case: int = 4, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Up to `per_case` rows of each outcome: TP/FP/FN for a positive class, else correct/misclassified."""
-    rows = preds.rows.assign(pred=[preds.classes[i] for i in preds.probs.argmax(1)])
-    rows = rows[rows["known"] & ((rows["split"] == split) | (split == "all"))]
+    rows = split_rows(preds.rows.assign(pred=[preds.classes[i] for i in preds.probs.argmax(1)]), split)
     truth, pred = rows["label"], rows["pred"]
     if positive:
         cases = {
@@ -62,7 +66,7 @@ def explain_split(
 ) -> ExplainedImages:
     """The explanation pass over up to `per_class` images (all when None) of every model class in one
     split (or all)."""
-    rows = data.table[data.table["known"] & ((data.table["split"] == split) | (split == "all"))]
+    rows = split_rows(data.table, split)
     if rows.empty:
         raise ValueError(
             f"{data.where}: the {split} split has no images of the model's classes; choose --split val, test or all"
