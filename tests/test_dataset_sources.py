@@ -175,7 +175,7 @@ def test_combine(base: Path) -> None:
                       ("coronahack", "normal"): 6, ("coronahack", "virus"): 6}
     named = read(root, "combine", combine={"coronahack": "archive", "cohen": "covid-chestxray-dataset"}).table
     assert set(named["source"]) == {"coronahack", "cohen"} and len(named) == 24 + 12
-    with pytest.raises(ValueError, match="data.source='kaggle'; choose auto or one of"):
+    with pytest.raises(ValueError, match="data.source='kaggle' is not one of auto, csv"):
         read(root, "combine", combine={"kaggle": "archive"})
 
 
@@ -238,11 +238,12 @@ def test_label_map_and_classes_on_top(coronahack: Path, make_config: Any) -> Non
 
 def test_config_checks_source_names_from_the_registry() -> None:
     from experiments.config import ConfigError, load_config
+    from experiments.training.checks import check_config
 
     for name in source_names():
-        assert load_config(overrides={"data.source": name}).data.source == name
-    with pytest.raises(ConfigError, match=r"data.source='kermani' is not one of auto, csv, .*did you mean 'kermany'"):
-        load_config(overrides={"data.source": "kermani"})
+        assert check_config(load_config(overrides={"data.source": name})).data.source == name
+    with pytest.raises(ConfigError, match=r"config \(with overrides\): data.source='kermani' is not one of auto, csv, .*did you mean 'kermany'"):
+        check_config(load_config(overrides={"data.source": "kermani"}), "config (with overrides)")
     with pytest.raises(ConfigError, match="data.official_split and data.folds=4 exclude each other"):
         load_config(overrides={"data.official_split": True, "data.folds": 4})
 

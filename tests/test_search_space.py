@@ -68,7 +68,7 @@ def test_parse_kinds_conditions_and_defaults() -> None:
         (search(samplr="tpe"), r"search: unknown key 'samplr' \(did you mean 'sampler'\?\)"),
         (search(params={}), r"search\.params: expected a mapping of config keys"),
         (params(model__hiden=[8, 16]), r"search\.params\.model\.hiden: 'model\.hiden' is not a config key \(did you mean 'model\.hidden'\?\)"),
-        (params(model__head=["gap-linear", "gap_mlp"]), r"search\.params\.model\.head\.values: 'gap_mlp' is not one of .* \(did you mean 'gap-mlp'\?\)"),
+        (params(model__head=["gap-linear", "gap_mlp"]), r"search\.params\.model\.head\.values\[1\]: 'gap_mlp' is not one of .* \(did you mean 'gap-mlp'\?\)"),
         (params(model__head={"low": 1, "high": 2}), r"search\.params\.model\.head: 'model\.head' is not numeric; list its choices"),
         (params(model__lr={"low": 0.1, "high": 0.01}), r"search\.params\.model\.lr: low=0\.1 must be below high=0\.01"),
         (params(model__lr={"low": 0.0, "high": 0.1, "log": True}), r"search\.params\.model\.lr: log: true needs low > 0"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.config import did_you_mean
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -66,7 +68,7 @@ def get_source(name: str) -> Source:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"data.source={name!r}; choose auto or one of {', '.join(_REGISTRY)}"
+            f"data.source={name!r} is not one of auto, {', '.join(_REGISTRY)}{did_you_mean(name, _REGISTRY)}"
         ) from None
 
 

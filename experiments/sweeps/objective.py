@@ -11,7 +11,7 @@ import copy
 import gc
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -93,7 +93,7 @@ def _folds(ctx: TrialContext, trial: optuna.Trial, cfg: Config, run_id: str) -> 
     per_fold: list[dict[str, float]] = []
     means: dict[str, float] = {}
     for fold in range(cfg.data.folds or 0):
-        fold_cfg = replace(cfg, data=replace(cfg.data, fold=fold))
+        fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
         tags = run_tags(fold_cfg, _trial_tags(ctx, trial.number, "fold") | {"cxrlab.fold": str(fold)})
         fold_run = sweep_tracking.start_trial_run(ctx.client, ctx.experiment_id, run_id, f"t{trial.number:03d}-fold{fold}", tags)
         per_fold.append(_fit(fold_cfg, fold_run, ()))

@@ -26,7 +26,7 @@ from typing import Any, get_args, get_origin
 
 import optuna
 
-from experiments.config import CHOICES, ConfigError, coerce, did_you_mean, iter_fields
+from experiments.config import ConfigError, coerce, did_you_mean, iter_fields
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -135,17 +135,13 @@ def _config_key(key: str, types_: Mapping[str, Any], where: str) -> Any:
     return types_[key]
 
 
-def _choice_values(key: str, values: Any, tp: Any, where: str) -> tuple[Any, ...]:
-    """Categorical values coerced to the field's type and checked against its choices."""
+def _choice_values(values: Any, tp: Any, where: str) -> tuple[Any, ...]:
+    """Categorical values coerced to the field's type, which checks them against its choices."""
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
     out = tuple(coerce(v, tp, f"{where}[{i}]") for i, v in enumerate(values))
     if len(set(map(repr, out))) != len(out):
         raise ConfigError(f"{where}: values repeat: {values}")
-    allowed = CHOICES.get(key)
-    for v in out:
-        if allowed is not None and v not in allowed:
-            raise ConfigError(f"{where}: {v!r} is not one of {', '.join(allowed)}{did_you_mean(str(v), allowed)}")
     return out
 
 
@@ -164,7 +160,7 @@ def _parse_param(key: str, raw: Any, types_: Mapping[str, Any], where: str) -> P
         extra = sorted(set(raw) - {"values", "when"})
         if extra:
             raise ConfigError(f"{where}: 'values' excludes {', '.join(extra)}; give either values or low/high")
-        return Param(key, "categorical", _choice_values(key, raw["values"], tp, f"{where}.values"), when=when)
+        return Param(key, "categorical", _choice_values(raw["values"], tp, f"{where}.values"), when=when)
     tp = _scalar_type(tp)
     if tp not in (int, float):
         raise ConfigError(f"{where}: '{key}' is not numeric; list its choices as values: [...]")
@@ -194,7 +190,7 @@ def _parse_when(raw: Any, key: str, types_: Mapping[str, Any], where: str) -> di
             raise ConfigError(f"{where}: '{key}' cannot depend on itself")
         tp = _config_key(cond, types_, f"{where}.{cond}")
         values = values if isinstance(values, list) else [values]
-        out[cond] = _choice_values(cond, values, tp, f"{where}.{cond}")
+        out[cond] = _choice_values(values, tp, f"{where}.{cond}")
     return out
 
 

@@ -1,12 +1,14 @@
 """Cross-field checks of a whole config, run when it loads, before any run or worker starts.
 
 The schema (experiments.config) checks each value alone; these checks need the model registry
-(the backbone's native input size and feature-map size) and so live one layer above it.
+(the backbone's native input size and feature-map size) and the dataset source registry, and so
+live above both.
 """
 
 from __future__ import annotations
 
 from callbacks.explanations.explanation import check_aopc_grid
+from datamodules.sources import get_source
 from experiments.config import Config, ConfigError
 from lightning_modules.backbones import backbone_blocks, default_input_size, feature_map_size
 
@@ -24,6 +26,8 @@ def check_config(cfg: Config, where: str = "config") -> Config:
 
 def _check(cfg: Config) -> None:
     m, t, x = cfg.model, cfg.trainer, cfg.explain
+    if cfg.data.source != "auto":
+        get_source(cfg.data.source)  # an unknown name fails here, with the closest one
     size = cfg.data.image_size or default_input_size(m.backbone)
     h, w = feature_map_size(m.backbone, size)
     if m.head == "maxpool-mlp" and m.pool > min(h, w):

@@ -1,0 +1,32 @@
+"""The one error type of bad configuration, and the helpers that keep its messages to one line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from pydantic_core import PydanticCustomError
+
+# The pydantic error type of a check whose message is already a whole, user-facing line.
+WHOLE_LINE = "cxrlab"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when the message is empty), for
+    one-line reports of errors raised by libraries with multi-line messages."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `options`, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def invalid(message: str) -> PydanticCustomError:
+    """An error a schema check raises with its whole message (it names the keys itself)."""
+    return PydanticCustomError(WHOLE_LINE, "{line}", {"line": message})
