@@ -48,7 +48,7 @@ def check_aopc_grid(image_size: int, region: int, steps: int) -> None:
 
 @dataclass
 class ExplanationSet:
-    """The result of one explanation pass."""
+    """What explain_images computes for a set of images."""
 
     classes: list[str]
     images: torch.Tensor  # [N, 1, H, W] in [0, 1]
