@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
+from experiments.config import FinetuneFixed, finetune_options, last_n
+
+# Whether each fixed policy trains the whole backbone (frozen trains none of it); last:N trains
+# from block[-N] on.
+WHOLE_BACKBONE: dict[FinetuneFixed, bool] = {"frozen": False, "full": True, "scratch": True}
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def trainable_from(policy: str, blocks: list[str]) -> str | None:
     """Name of the first trainable block for a policy (None = nothing trains)."""
-    if policy in ("full", "scratch"):
-        return blocks[0]
-    if policy == "frozen":
-        return None
-    n = int(policy.split(":", 1)[1])
+    if policy in WHOLE_BACKBONE:
+        return blocks[0] if WHOLE_BACKBONE[policy] else None
+    n = last_n(policy)
+    if n is None:
+        raise ValueError(f"model.finetune={policy!r}; use one of {', '.join(finetune_options())}")
     if n > len(blocks):
         raise ValueError(
             f"model.finetune={policy!r} but this backbone has only {len(blocks)} blocks "
@@ -35,7 +40,7 @@ def apply_finetune(features: nn.Module, blocks: list[str], policy: str) -> list[
     if first is not None and start is None:
         raise ValueError(f"model.finetune={policy!r}: block {first!r} has no parameters to train")
     # full/scratch train everything, including parameters registered outside any block.
-    trainable = policy in ("full", "scratch")
+    trainable = WHOLE_BACKBONE.get(policy, False)
     for name, p in features.named_parameters():
         if start is not None and name == start:
             trainable = True

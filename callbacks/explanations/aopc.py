@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PERTURBATIONS = ("noise", "mean", "zero")
+from experiments.config import Perturb
+
 ORDERS = ("morf", "random")
 
 
@@ -70,7 +71,7 @@ def _validate(
         raise ValueError(f"steps must be in 1..{n_regions} (regions of {region} px on "
                          f"{height}x{width}), got {steps}")
     if perturb not in PERTURBATIONS:
-        raise ValueError(f"perturb must be one of {PERTURBATIONS}, got {perturb!r}")
+        raise ValueError(f"perturb must be one of {tuple(PERTURBATIONS)}, got {perturb!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if sigma < 0:
@@ -120,15 +121,13 @@ def _image_noise(like: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Te
     return noise.to(like.device)
 
 
-def _replacement(
-    x: torch.Tensor, index: torch.Tensor, perturb: str, sigma: float, seed: int
-) -> torch.Tensor:
-    """Fully perturbed version of images x [b, ch, H, W]; masks pick which pixels take it."""
-    if perturb == "zero":
-        return torch.zeros_like(x)
-    if perturb == "mean":
-        return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
-    return (x + sigma * _image_noise(x, index, seed)).clamp(0.0, 1.0)
+# Every explain.aopc.perturb choice: (images x [b, ch, H, W], their indices, sigma, seed) -> the
+# fully perturbed images; masks pick which pixels take them.
+PERTURBATIONS: dict[Perturb, Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]] = {
+    "noise": lambda x, index, sigma, seed: (x + sigma * _image_noise(x, index, seed)).clamp(0.0, 1.0),
+    "mean": lambda x, index, sigma, seed: x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
+    "zero": lambda x, index, sigma, seed: torch.zeros_like(x),
+}
 
 
 class SoftmaxForward:
@@ -206,7 +205,7 @@ def _perturbed_probs(
     for start in range(0, len(index), group):
         rows = index[start:start + group]
         x = images[rows].to(device)
-        rep = _replacement(x, rows, perturb, sigma, seed)
+        rep = PERTURBATIONS[perturb](x, rows, sigma, seed)
         # region-level test first, then one bool gather to pixels: [g, steps, H, W]
         done = (step_of[rows.to(device)][:, None, :] <= levels[None, :, None])[:, :, grid]
         batch = torch.where(done[:, :, None], rep[:, None], x[:, None]).flatten(0, 1)

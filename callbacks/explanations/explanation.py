@@ -3,6 +3,7 @@ AOPC, focus (lung, lesion, border, corners, outside the body) and the shortcut v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,17 +16,20 @@ from callbacks.explanations.eigen import EigenResult, eigen_heatmaps
 from callbacks.explanations.focus import mask_focus, region_focus
 from callbacks.explanations.gradcam import activation_map, grad_cam, grad_cam_pp
 from callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
-from experiments.config import ExplainConfig
+from experiments.config import ExplainConfig, Method, did_you_mean
 
-METHODS = {"gradcam": grad_cam, "gradcampp": grad_cam_pp}
+# Every explain.methods choice: (model, layer, images, batch_size=) -> raw maps.
+METHODS: dict[Method, Callable[..., torch.Tensor]] = {
+    "gradcam": grad_cam, "gradcampp": grad_cam_pp, "activation": activation_map,
+}
 
 
 def heatmaps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, method: str, batch_size: int = 32) -> torch.Tensor:
     """Raw maps [N, C, h, w] (all classes) for gradcam/gradcampp, [N, 1, h, w] for activation."""
-    if method == "activation":
-        return activation_map(model, layer, images, batch_size=batch_size)
     if method not in METHODS:
-        raise ValueError(f"explain.methods: unknown method {method!r}; choose gradcam, gradcampp or activation")
+        raise ValueError(
+            f"explain.methods has {method!r}; choose from {', '.join(METHODS)}{did_you_mean(method, METHODS)}"
+        )
     return METHODS[method](model, layer, images, batch_size=batch_size)
 
 

@@ -20,7 +20,7 @@ from experiments.config.choices import (
     finetune_options,
     is_finetune,
 )
-from experiments.config.errors import invalid
+from experiments.config.errors import did_you_mean, invalid
 from experiments.config.lenient import loosen
 
 
@@ -183,8 +183,11 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if not is_finetune(self.finetune):
-            fixed = ", ".join(finetune_options()[:-1])
-            raise invalid(f"model.finetune={self.finetune!r}; use {fixed} or last:N with N >= 1")
+            fixed = finetune_options()[:-1]
+            raise invalid(
+                f"model.finetune={self.finetune!r}; use {', '.join(fixed)} or last:N with N >= 1"
+                f"{did_you_mean(self.finetune, fixed)}"
+            )
         if self.finetune == "scratch" and self.weights != "none":
             raise invalid(
                 f"model.finetune=scratch trains from random init; set model.weights: none (got {self.weights!r})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from callbacks.explanations.explanation import check_aopc_grid
 from datamodules.sources import get_source
-from experiments.config import Config, ConfigError
+from experiments.config import Config, ConfigError, last_n
 from lightning_modules.backbones import backbone_blocks, default_input_size, feature_map_size
 
 MONITOR_PREFIXES = ("val/", "explain/")
@@ -35,9 +35,9 @@ def _check(cfg: Config) -> None:
             f"model.pool={m.pool} is larger than the {h}x{w} feature map of {m.backbone} at {size} px; "
             "lower model.pool or raise data.image_size"
         )
-    if m.finetune.startswith("last:"):
+    if (n := last_n(m.finetune)) is not None:
         blocks = backbone_blocks(m.backbone)
-        if int(m.finetune[5:]) > len(blocks):
+        if n > len(blocks):
             raise ValueError(
                 f"model.finetune={m.finetune!r} but {m.backbone} has {len(blocks)} blocks "
                 f"({', '.join(blocks)}); use last:1..last:{len(blocks)}, or full"
