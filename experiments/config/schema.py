@@ -6,20 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from experiments.config.choices import (
-    Balance,
-    DicomWindow,
-    Head,
-    Method,
-    Mode,
-    Optimizer,
-    OtherLabels,
-    Perturb,
-    Scheduler,
-    StartMethod,
-    finetune_options,
-    is_finetune,
-)
+from experiments.config import choices
 from experiments.config.errors import did_you_mean, invalid
 from experiments.config.lenient import loosen
 
@@ -85,14 +72,14 @@ class DataConfig(Section):
     label_map: dict[str, str] = Field(
         {}, description="rename/merge labels first, e.g. {bacteria: pneumonia, virus: pneumonia}"
     )
-    other_labels: OtherLabels = Field(
+    other_labels: choices.OtherLabels = Field(
         "error", description="labels not in data.classes: stop with an error, or drop them (select a task)"
     )
     image_size: int | None = Field(None, description="square input side in pixels (default: the backbone's)", ge=16)
     split: list[float] = Field([0.8, 0.1, 0.1], description="holdout fractions train,val,test (ignored with folds)")
     folds: int | None = Field(None, description="k for k-fold cross-validation (patient-grouped, stratified)", ge=2)
     fold: int = Field(0, description="which fold is the validation fold, 0..folds-1", ge=0)
-    balance: Balance = Field(
+    balance: choices.Balance = Field(
         "none",
         description="class balancing: downsample = the whole table, before splitting; oversample = the train "
         "split; augment_minority = each minority train image once more, augmented",
@@ -102,7 +89,7 @@ class DataConfig(Section):
         0.0, description="crop this fraction from every border first (burnt-in text)", ge=0, lt=0.5
     )
     verify_images: bool = Field(True, description="decode-check every image at setup; skip and count bad ones")
-    dicom_window: DicomWindow = Field(
+    dicom_window: choices.DicomWindow = Field(
         "auto",
         description="DICOM intensities after the modality LUT: voi = the file's VOI LUT or window (min-max "
         "without one); percentile = data.dicom_percentiles of the pixels become black and white; auto = voi, "
@@ -121,7 +108,7 @@ class DataConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentation")
     batch_size: int = Field(32, description="images per batch (per device)", ge=1)
     num_workers: int = Field(2, description="DataLoader worker processes", ge=0)
-    start_method: StartMethod = Field(
+    start_method: choices.StartMethod = Field(
         "auto", description="how loader workers start (auto = the platform's default)"
     )
     pin_memory: bool = Field(True, description="pinned host memory for faster GPU copies (ignored on CPU)")
@@ -164,26 +151,26 @@ class ModelConfig(Section):
 
     backbone: str = Field("resnet18", description="registry name (see `cxrlab models`) or timm:<name>")
     weights: str = Field("none", description="imagenet, none, or the PATH of a state dict or cxrlab checkpoint")
-    head: Head = Field("gap-linear", description="classification head on the backbone's feature maps")
+    head: choices.Head = Field("gap-linear", description="classification head on the backbone's feature maps")
     hidden: int = Field(256, description="hidden units of the mlp heads", ge=1)
     pool: int = Field(4, description="max-pool kernel and stride of the maxpool-mlp head", ge=1)
     dropout: float = Field(0.0, description="dropout before the last linear layer", ge=0, lt=1)
     finetune: str = Field(
         "full", description="which backbone parameters train; last:N trains the last N backbone blocks",
-        json_schema_extra={"choices": finetune_options()},
+        json_schema_extra={"choices": choices.finetune_options()},
     )
     backbone_lr_mult: float = Field(1.0, description="backbone learning rate = lr x this (full / last:N)", ge=0)
-    optimizer: Optimizer = Field("adam", description="optimiser")
+    optimizer: choices.Optimizer = Field("adam", description="optimiser")
     lr: float = Field(1e-3, description="learning rate of the head", gt=0)
     weight_decay: float = Field(0.0, description="weight decay", ge=0)
     momentum: float = Field(0.9, description="momentum (sgd, rmsprop)", ge=0, lt=1)
-    scheduler: Scheduler = Field("none", description="learning-rate schedule")
+    scheduler: choices.Scheduler = Field("none", description="learning-rate schedule")
     label_smoothing: float = Field(0.0, description="label smoothing of the cross-entropy loss", ge=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if not is_finetune(self.finetune):
-            fixed = finetune_options()[:-1]
+        if not choices.is_finetune(self.finetune):
+            fixed = choices.finetune_options()[:-1]
             raise invalid(
                 f"model.finetune={self.finetune!r}; use {', '.join(fixed)} or last:N with N >= 1"
                 f"{did_you_mean(self.finetune, fixed)}"
@@ -224,7 +211,7 @@ class TrainerConfig(Section):
     gradient_clip_val: float | None = Field(None, description="clip gradient norm at this value", gt=0)
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
     monitor: str = Field("val/macro_f1", description="metric that picks the best checkpoint and early-stops")
-    mode: Mode = Field("max", description="direction of the monitor")
+    mode: choices.Mode = Field("max", description="direction of the monitor")
     patience: int | None = Field(None, description="early-stopping patience in epochs (none = off)", ge=1)
     enable_progress_bar: bool = Field(True, description="show the progress bar")
 
@@ -253,7 +240,7 @@ class AOPCConfig(Section):
 
     region: int = Field(34, description="side of the square perturbation regions, in input pixels", ge=1)
     steps: int = Field(10, description="perturbation steps L", ge=1)
-    perturb: Perturb = Field("noise", description="what a perturbed region becomes")
+    perturb: choices.Perturb = Field("noise", description="what a perturbed region becomes")
     sigma: float = Field(0.1, description="std of the Gaussian noise in [0,1] pixel space", gt=0)
     random_seeds: int = Field(
         1, description="seeds of the random-order baseline (each costs as much as MoRF)", ge=1
@@ -283,7 +270,7 @@ class ExplainConfig(Section):
     enabled: bool = Field(True, description="run the explanation callback")
     every_n_epochs: int = Field(1, description="explain every N validation epochs (and always at the last)", ge=1)
     probe_per_class: int = Field(8, description="probe images per class drawn from the validation split", ge=1)
-    methods: list[Method] = Field(["gradcam"], description="heatmap methods (the first drives AOPC and focus)")
+    methods: list[choices.Method] = Field(["gradcam"], description="heatmap methods (the first drives AOPC and focus)")
     target_layer: str | None = Field(None, description="module name of the Grad-CAM layer (default: registry's)")
     aopc: AOPCConfig = Field(default_factory=AOPCConfig, description="AOPC settings")
     eigen: bool = Field(True, description="eigen-heatmaps (per-class PCA) and average-heatmap figures")
