@@ -99,3 +99,17 @@ def test_zero_byte_checkpoint(in_tmp_cwd: Path, capsys: Capture, argv: list[str]
 def test_finetune_deeper_than_the_backbone(in_tmp_cwd: Path, folder_tree: Path, capsys: Capture) -> None:
     assert train("--data.root", str(folder_tree), "--model.finetune", "last:9") == 2
     assert "model.finetune='last:9' but resnet18 has 5 blocks (stem, layer1, layer2, layer3, layer4)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--config", "ci_tiny", "--data.root", "{root}"], ["data", "inspect", "--data.root", "{root}"]],
+)
+def test_unknown_source_suggests_the_closest(
+    in_tmp_cwd: Path, folder_tree: Path, capsys: Capture, argv: list[str]
+) -> None:
+    """The source registry, not the config schema, knows the names; both paths still say it in one line."""
+    assert main([a.format(root=folder_tree) for a in argv] + ["--data.source", "kermanny"]) == 2
+    line = one_error_line(capsys)
+    assert "data.source='kermanny' is not one of auto, csv" in line and "(did you mean 'kermany'?)" in line
+    assert not (in_tmp_cwd / "mlruns").exists()
