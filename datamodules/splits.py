@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
+
+from experiments.config import Balance
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -61,6 +65,14 @@ def downsample(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts).sort_index()
 
 
+# The data.balance choices that act on the train split: extra rows for one minority class given
+# its rows, its shortfall to the majority and the generator. (downsample acts on the whole table.)
+TRAIN_BALANCE: dict[Balance, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
+    "oversample": lambda members, shortfall, rng: rng.choice(members, size=shortfall, replace=True),
+    "augment_minority": lambda members, shortfall, rng: members,
+}
+
+
 def oversample_index(labels: pd.Series, mode: str, seed: int = 0) -> np.ndarray:
     """Row positions for a balanced training epoch.
 
@@ -68,8 +80,8 @@ def oversample_index(labels: pd.Series, mode: str, seed: int = 0) -> np.ndarray:
     augment_minority: every minority-class image appears once more (the augmentation makes the
     copy differ), as in the backbone-comparison study.
     """
-    if mode not in ("oversample", "augment_minority"):
-        raise ValueError(f"unknown balancing mode {mode!r}; use oversample or augment_minority")
+    if mode not in TRAIN_BALANCE:
+        raise ValueError(f"unknown balancing mode {mode!r}; use {' or '.join(TRAIN_BALANCE)}")
     rng = np.random.default_rng(seed)
     pos = np.arange(len(labels))
     counts = labels.value_counts()
@@ -77,12 +89,8 @@ def oversample_index(labels: pd.Series, mode: str, seed: int = 0) -> np.ndarray:
     extra = []
     for label, n in counts.items():
         members = pos[(labels == label).to_numpy()]
-        if n == top:
-            continue
-        if mode == "oversample":
-            extra.append(rng.choice(members, size=top - n, replace=True))
-        else:
-            extra.append(members)
+        if n < top:
+            extra.append(TRAIN_BALANCE[mode](members, top - n, rng))
     return np.concatenate([pos, *extra]) if extra else pos
 
 

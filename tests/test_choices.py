@@ -12,7 +12,9 @@ from torch import nn
 
 from callbacks.explanations.aopc import PERTURBATIONS
 from callbacks.explanations.explanation import METHODS, heatmaps
+from datamodules.splits import TRAIN_BALANCE
 from experiments.config import (
+    Balance,
     ConfigError,
     FinetuneFixed,
     Head,
@@ -56,6 +58,11 @@ def test_every_choice_field_refuses_other_values() -> None:
         good = HELP[key].rsplit("one of ", 1)[1].rstrip(")").split(", ")[0]
         with pytest.raises(ConfigError, match=rf"{good}.*did you mean '{good}'"):
             load_config(overrides={key: good + "x"})
+
+
+def test_train_balancing_is_keyed_by_balance_values() -> None:
+    # none and downsample act before the train split exists, so only the rest are table keys.
+    assert set(TRAIN_BALANCE) == set(options(Balance)) - {"none", "downsample"}
 
 
 @pytest.mark.parametrize("head", options(Head))
