@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiments.config import Config, to_dict
+from experiments.config import Config, load_config
 from experiments.training.train import precision_for
 from lightning_modules.classifier import CXRClassifier
 
@@ -30,10 +30,10 @@ def build_model(
     backbone: str, size: int, classes: int, finetune: str = "full", channels_last: bool = True
 ) -> CXRClassifier:
     """A fresh CXRClassifier as `cxrlab train` would build it (weights none)."""
-    cfg = to_dict(Config())
-    cfg["model"].update(backbone=backbone, weights="none", finetune=finetune)
-    cfg["data"]["image_size"] = size
-    cfg["trainer"]["channels_last"] = channels_last
+    cfg = load_config(overrides={
+        "model.backbone": backbone, "model.weights": "none", "model.finetune": finetune,
+        "data.image_size": size, "trainer.channels_last": channels_last,
+    })
     torch.manual_seed(0)
     return CXRClassifier(cfg, [f"c{i}" for i in range(classes)])
 

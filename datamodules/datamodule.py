@@ -29,6 +29,7 @@ from datamodules.splits import (
     split_leaks,
 )
 from datamodules.transforms import eval_transform, train_transform
+from experiments.config import DataConfig
 
 
 class CXRDataset(Dataset):
@@ -96,11 +97,15 @@ def _warn_leaks(table: pd.DataFrame, where: str) -> None:
 class CXRDataModule(L.LightningDataModule):
     """Builds the sample table once, then serves train/val/test loaders."""
 
-    def __init__(self, data: dict[str, Any], seed: int = 0, image_size: int = 224) -> None:
+    def __init__(self, data: DataConfig, seed: int) -> None:
         super().__init__()
-        self.cfg = data
+        if data.image_size is None:
+            raise ValueError(
+                "data.image_size is not set; resolve the config first (the backbone's input size)"
+            )
+        self.data = data
         self.seed = seed
-        self.image_size = image_size
+        self.image_size: int = data.image_size
         self.table: pd.DataFrame | None = None
         self.classes: list[str] = []
         self.class_weights: list[float] | None = None
@@ -108,27 +113,28 @@ class CXRDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.decoding = Decoding.from_data(data)
         self.cache = (
-            DecodeCache(data["cache"], image_size, data["crop_margin"], self.decoding) if data.get("cache") else None
+            DecodeCache(data.cache, self.image_size, data.crop_margin, self.decoding) if data.cache else None
         )
 
     @property
     def where(self) -> str:
-        return str(self.cfg.get("root"))
+        """data.root as text, for messages."""
+        return str(self.data.root)
 
     def prepare_table(self) -> pd.DataFrame:
         """Load, check, verify, balance and split the sample table (idempotent)."""
         if self.table is not None:
             return self.table
-        cfg, where = self.cfg, self.where
-        loaded = load_source(cfg)
-        table = select_labels(loaded.table, cfg["label_map"], cfg.get("classes"), cfg["other_labels"])
-        self.classes = resolve_classes(table, cfg.get("classes"), where)
+        data, where = self.data, self.where
+        loaded = load_source(data)
+        table = select_labels(loaded.table, data.label_map, data.classes, data.other_labels)
+        self.classes = resolve_classes(table, data.classes, where)
         self.skipped = loaded.skipped
-        if cfg.get("verify_images", True) or self.cache is not None:
-            small = pd.DataFrame(small_images(table["path"].tolist(), cfg["min_image_size"]), columns=SKIPPED_COLUMNS)
+        if data.verify_images or self.cache is not None:
+            small = pd.DataFrame(small_images(table["path"].tolist(), data.min_image_size), columns=SKIPPED_COLUMNS)
             rest = table.loc[~table["path"].isin(small["path"]), "path"].tolist()
             bad = pd.concat([small, self._check_images(rest)], ignore_index=True)
-            if len(bad) and cfg["strict"]:
+            if len(bad) and data.strict:
                 raise strict_error(bad["error"].iloc[0])
             if len(bad):
                 warnings.warn(
@@ -139,20 +145,20 @@ class CXRDataModule(L.LightningDataModule):
                 table = table[~table["path"].isin(bad["path"])]
                 resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
             self.skipped = pd.concat([self.skipped, bad], ignore_index=True)
-        if cfg["balance"] == "downsample":
+        if data.balance == "downsample":
             table = downsample(table, self.seed)
         table = table.reset_index(drop=True)
         if "split" not in table.columns:
-            if cfg["official_split"]:
-                table["split"] = official_split(table, cfg["split"], self.seed, where)
+            if data.official_split:
+                table["split"] = official_split(table, data.split, self.seed, where)
                 _warn_leaks(table, where)
-            elif cfg.get("folds"):
-                table["split"] = kfold_split(table, cfg["folds"], cfg["fold"], self.seed)
+            elif data.folds is not None:
+                table["split"] = kfold_split(table, data.folds, data.fold, self.seed)
             else:
-                table["split"] = holdout_split(table, cfg["split"], self.seed)
+                table["split"] = holdout_split(table, data.split, self.seed)
         self._check_splits(table)
         train_labels = table.loc[table["split"] == "train", "label"]
-        self.class_weights = class_weights(train_labels, self.classes) if cfg["class_weights"] else None
+        self.class_weights = class_weights(train_labels, self.classes) if data.class_weights else None
         self.table = table
         return table
 
@@ -184,7 +190,7 @@ class CXRDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_table()
-        size, margin, cache = self.image_size, self.cfg["crop_margin"], self.cache
+        size, margin, cache = self.image_size, self.data.crop_margin, self.cache
         if cache is not None:
             margin = 0.0  # the cache stores images already cropped and resized
         evaluate = eval_transform(size, margin)
@@ -192,10 +198,10 @@ class CXRDataModule(L.LightningDataModule):
         def dataset(split: str, transform: Any) -> CXRDataset:
             return CXRDataset(self.split_table(split), self.classes, transform, self.decoding, cache)
 
-        train = dataset("train", train_transform(size, margin, self.cfg["augment"]))
-        if self.cfg["balance"] in ("oversample", "augment_minority"):
+        train = dataset("train", train_transform(size, margin, self.data.augment))
+        if self.data.balance in ("oversample", "augment_minority"):
             labels = self.split_table("train")["label"].reset_index(drop=True)
-            train = Subset(train, oversample_index(labels, self.cfg["balance"], self.seed).tolist())
+            train = Subset(train, oversample_index(labels, self.data.balance, self.seed).tolist())
         self.datasets = {
             "train": train,
             "val": dataset("val", evaluate),
@@ -203,8 +209,8 @@ class CXRDataModule(L.LightningDataModule):
         }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        ds = self.datasets[split]
-        workers = self.cfg["num_workers"]
+        ds, data = self.datasets[split], self.data
+        workers = data.num_workers
         sampler = None
         trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
@@ -213,15 +219,15 @@ class CXRDataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(
             ds,
-            batch_size=self.cfg["batch_size"],
+            batch_size=data.batch_size,
             shuffle=shuffle,
             sampler=sampler,
             # A last batch of one breaks BatchNorm on 1x1 feature maps; drop it when training.
-            drop_last=shuffle and len(ds) > self.cfg["batch_size"],
+            drop_last=shuffle and len(ds) > data.batch_size,
             num_workers=workers,
-            pin_memory=self.cfg["pin_memory"] and torch.cuda.is_available(),
-            persistent_workers=self.cfg["persistent_workers"] and workers > 0,
-            multiprocessing_context=None if workers == 0 or self.cfg["start_method"] == "auto" else self.cfg["start_method"],
+            pin_memory=data.pin_memory and torch.cuda.is_available(),
+            persistent_workers=data.persistent_workers and workers > 0,
+            multiprocessing_context=None if workers == 0 or data.start_method == "auto" else data.start_method,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,10 @@ class Decoding:
     max_pixels: int = _DEFAULTS.max_pixels
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Decoding:
-        """The decoding settings of a data config section as a dict (keys it lacks, e.g. in an
-        older checkpoint's config, keep their defaults)."""
-        given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        if "dicom_percentiles" in given:
-            given["dicom_percentiles"] = tuple(given["dicom_percentiles"])
-        return cls(**given)
+    def from_data(cls, data: DataConfig) -> Decoding:
+        """The decoding settings of a data config section."""
+        low, high = data.dicom_percentiles
+        return cls(data.dicom_window, (low, high), data.max_pixels)
 
     def check_size(self, path: Path, shape: tuple[int, ...]) -> None:
         """Refuse, before any pixel is decoded, an image larger than max_pixels."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from datamodules.image_header import read_header
 from datamodules.images import Decoding, read_image
 from datamodules.sources import load_source
 from datamodules.splits import split_leaks
+from experiments.config import DataConfig
 
 NUMERIC = {"file_kb": "file size (KB)", "width": "width (px)", "height": "height (px)"}
 CATEGORICAL = {"bits": "bit depth", "mode": "mode"}
@@ -158,19 +158,19 @@ def count_tables(images: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def inspect_dataset(data: Mapping[str, Any], workers: int = 4, progress: bool = True) -> Inspection:
+def inspect_dataset(data: DataConfig, workers: int = 4, progress: bool = True) -> Inspection:
     """Read a data config's source, scan every image, and derive the report's tables."""
     loaded = load_source(data)
     table = loaded.table.reset_index(drop=True)
-    if data.get("label_map"):
-        table = table.assign(label=table["label"].map(lambda v: data["label_map"].get(v, v)))
+    if data.label_map:
+        table = table.assign(label=table["label"].map(lambda v: data.label_map.get(v, v)))
     scanned = scan_images(table["path"].tolist(), Decoding.from_data(data), workers, progress)
     images = pd.concat([table, scanned], axis=1)
     leaks = pd.DataFrame(columns=["patient_id", "splits", "images"])
     if "official_split" in images.columns:
         leaks = split_leaks(images[images["official_split"] != ""], "official_split")
     return Inspection(loaded.source, images, loaded.skipped, duplicate_files(images), leaks,
-                      data["min_image_size"], confounder_warnings(images))
+                      data.min_image_size, confounder_warnings(images))
 
 
 def report_text(ins: Inspection) -> str:

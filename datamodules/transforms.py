@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torchvision.transforms import v2
+
+from experiments.config import AugmentConfig
 
 
 def crop_margin(x: torch.Tensor, frac: float) -> torch.Tensor:
@@ -43,25 +44,25 @@ def eval_transform(size: int, margin: float = 0.0) -> v2.Compose:
     return v2.Compose([CropMargin(margin), v2.Resize((size, size), antialias=True), Clamp01()])
 
 
-def train_transform(size: int, margin: float, augment: dict[str, Any]) -> v2.Compose:
+def train_transform(size: int, margin: float, augment: AugmentConfig) -> v2.Compose:
     """eval_transform followed by the configured random augmentation."""
     steps: list[Callable] = []
     a = augment
-    if a["rotate"] or a["shift"] or a["zoom"] or a["shear"]:
+    if a.rotate or a.shift or a.zoom or a.shear:
         steps.append(
             v2.RandomAffine(
-                degrees=a["rotate"],
-                translate=(a["shift"], a["shift"]) if a["shift"] else None,
-                scale=(1 - a["zoom"], 1 + a["zoom"]) if a["zoom"] else None,
-                shear=a["shear"] or None,
+                degrees=a.rotate,
+                translate=(a.shift, a.shift) if a.shift else None,
+                scale=(1 - a.zoom, 1 + a.zoom) if a.zoom else None,
+                shear=a.shear or None,
                 interpolation=v2.InterpolationMode.BILINEAR,
             )
         )
-    if a["brightness"] or a["contrast"]:
-        steps.append(v2.ColorJitter(brightness=a["brightness"] or None, contrast=a["contrast"] or None))
-    if a["hflip"]:
+    if a.brightness or a.contrast:
+        steps.append(v2.ColorJitter(brightness=a.brightness or None, contrast=a.contrast or None))
+    if a.hflip:
         steps.append(v2.RandomHorizontalFlip())
-    if a["vflip"]:
+    if a.vflip:
         steps.append(v2.RandomVerticalFlip())
     if not steps:
         return eval_transform(size, margin)

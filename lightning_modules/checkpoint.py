@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from experiments.config import first_line
+from experiments.config import Config, first_line, from_dict
 from lightning_modules.classifier import CXRClassifier
 
 
@@ -39,19 +39,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def checkpoint_config(path: str | Path, ckpt: dict[str, Any]) -> Config:
+    """The typed config a checkpoint stores as a plain dict (older checkpoints hold the same dict)."""
+    return from_dict(ckpt["hyper_parameters"]["config"], f"{path} (config stored in the checkpoint)")
+
+
 def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXRClassifier:
     """Rebuild the model a checkpoint was trained as, in eval mode on the CPU."""
     ckpt = ckpt if ckpt is not None else read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
-    config = copy.deepcopy(hp["config"])
+    config = checkpoint_config(path, ckpt)
     # The weights come from the checkpoint; never re-download or re-read the original source.
-    config["model"]["weights"] = "none"
-    model = CXRClassifier(config, hp["classes"], hp.get("class_weights"))
+    build = copy.deepcopy(config)
+    build.model.weights = "none"
+    model = CXRClassifier(build, hp["classes"], hp.get("class_weights"))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the model in its config ({first_line(e)})") from None
-    model.config = hp["config"]
+    model.config = config
     model.run_info = dict(ckpt.get("cxrlab", {}))
     return model.eval()
 

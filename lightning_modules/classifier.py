@@ -16,9 +16,11 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from experiments.config import Config, to_dict
 from lightning_modules.backbones import build_backbone
 from lightning_modules.finetune import apply_finetune
 from lightning_modules.heads import build_head
+from lightning_modules.optimisation import configure_optimisation
 
 NORMAL_NAMES = {"normal", "healthy", "no finding", "no_finding", "negative"}
 
@@ -33,26 +35,28 @@ class CXRClassifier(L.LightningModule):
     """A CXR classifier taking [B, 1|3, H, W] images in [0, 1] and returning class logits."""
 
     def __init__(
-        self, config: dict[str, Any], classes: list[str], class_weights: list[float] | None = None
+        self, config: Config, classes: list[str], class_weights: list[float] | None = None
     ) -> None:
         super().__init__()
         # The whole resolved config travels in the checkpoint, so a checkpoint rebuilds the model
-        # and its preprocessing on its own.
-        self.save_hyperparameters(logger=False)  # RunRecorder logs flattened, dotted params
+        # and its preprocessing on its own; as plain data, so weights_only=True loading reads it
+        # (lightning_modules.checkpoint turns it back into a Config).
+        self.save_hyperparameters(  # RunRecorder logs flattened, dotted params
+            {"config": to_dict(config), "classes": list(classes), "class_weights": class_weights}, logger=False
+        )
         self.config = config
         self.classes = list(classes)
-        m = config["model"]
-        bb = build_backbone(m["backbone"], m["weights"])
+        m = config.model
+        bb = build_backbone(m.backbone, m.weights)
         self.backbone = bb.features
         self.target_layer = "backbone" + (f".{bb.target_layer}" if bb.target_layer else "")
-        self.input_size = int(config["data"].get("image_size") or bb.input_size)
+        # data.image_size none means the backbone's own input size.
+        self.input_size = int(config.data.image_size or bb.input_size)
         self.register_buffer("mean", torch.tensor(bb.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(bb.std).view(1, 3, 1, 1), persistent=False)
-        feature_hw = self._probe_feature_hw() if m["head"] == "maxpool-mlp" or bb.name.startswith("timm:") else None
-        self.head = build_head(
-            m["head"], bb.channels, len(classes), m["hidden"], m["pool"], m["dropout"], feature_hw
-        )
-        self._frozen_norms = apply_finetune(self.backbone, bb.blocks, m["finetune"])
+        feature_hw = self._probe_feature_hw() if m.head == "maxpool-mlp" or bb.name.startswith("timm:") else None
+        self.head = build_head(m.head, bb.channels, len(classes), m.hidden, m.pool, m.dropout, feature_hw)
+        self._frozen_norms = apply_finetune(self.backbone, bb.blocks, m.finetune)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self._channels_last = False
@@ -84,7 +88,7 @@ class CXRClassifier(L.LightningModule):
         self.backbone.train(was_training)
         if out.ndim != 4:
             raise ValueError(
-                f"model.backbone={self.config['model']['backbone']!r} returns {out.ndim}-D features; "
+                f"model.backbone={self.config.model.backbone!r} returns {out.ndim}-D features; "
                 "cxrlab needs a CNN with [B, C, h, w] feature maps"
             )
         return int(out.shape[2]), int(out.shape[3])
@@ -112,7 +116,7 @@ class CXRClassifier(L.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
-        if self.device.type == "cuda" and self.config["trainer"].get("channels_last", True):
+        if self.device.type == "cuda" and self.config.trainer.channels_last:
             self._channels_last = True
             self.to(memory_format=torch.channels_last)
 
@@ -121,7 +125,7 @@ class CXRClassifier(L.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
             logits.float(), y, weight=self.class_weights,
-            label_smoothing=self.config["model"]["label_smoothing"],
+            label_smoothing=self.config.model.label_smoothing,
         )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -188,30 +192,14 @@ class CXRClassifier(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> Any:
-        m = self.config["model"]
-        lr, wd = m["lr"], m["weight_decay"]
-        mult = m["backbone_lr_mult"] if m["finetune"] not in ("scratch",) else 1.0
+        m = self.config.model
+        lr = m.lr
+        mult = m.backbone_lr_mult if m.finetune not in ("scratch",) else 1.0
         groups = [{"params": list(self.head.parameters()), "lr": lr, "name": "head"}]
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         if backbone:
             groups.append({"params": backbone, "lr": lr * mult, "name": "backbone"})
-        name = m["optimizer"]
-        if name == "adam":
-            opt = torch.optim.Adam(groups, lr=lr, weight_decay=wd)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
-        elif name == "rmsprop":
-            opt = torch.optim.RMSprop(groups, lr=lr, weight_decay=wd, momentum=m["momentum"])
-        else:
-            opt = torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=m["momentum"])
-        t = self.config["trainer"]
-        if m["scheduler"] == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t["max_epochs"]))
-            return {"optimizer": opt, "lr_scheduler": sched}
-        if m["scheduler"] == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=t["mode"], factor=0.1, patience=2)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": t["monitor"]}}
-        return opt
+        return configure_optimisation(groups, m, self.config.trainer)
 
     # ------------------------------------------------------------------ checkpoint metadata
 

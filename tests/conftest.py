@@ -17,7 +17,7 @@ from servers import mlflow_server, postgres  # noqa: F401 (fixtures: throwaway P
 
 from datamodules.images import read_image
 from datamodules.transforms import eval_transform
-from experiments.config import load_config, to_dict
+from experiments.config import Config, load_config
 
 # Test tensors are tiny, so a second intra-op thread buys nothing; on a busy 2-core runner
 # OpenMP spin-waiting made small convolutions 10-50x slower with two threads than with one.
@@ -149,13 +149,13 @@ def in_tmp_cwd(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def make_config() -> Callable[..., dict[str, Any]]:
-    """A factory: dotted overrides -> the validated config as the dict CXRClassifier takes."""
+def make_config() -> Callable[..., Config]:
+    """A factory: dotted overrides -> the validated Config that CXRClassifier and CXRDataModule take."""
 
-    def make(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    def make(overrides: dict[str, Any] | None = None) -> Config:
         # The fixture trees' images are 32 px, below the data.min_image_size default.
         base = {"data.image_size": 64, "data.min_image_size": 16, "model.weights": "none"}
-        return to_dict(load_config(overrides=base | (overrides or {})))
+        return load_config(overrides=base | (overrides or {}))
 
     return make
 

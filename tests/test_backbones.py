@@ -144,7 +144,7 @@ def test_maxpool_mlp_in_classifier(make_config: Callable) -> None:
     assert model.head[2].in_features == 2048
     with torch.no_grad():
         assert model(torch.rand(2, 1, 128, 128)).shape == (2, 3)
-    cfg["model"]["pool"] = 8
+    cfg.model.pool = 8
     with pytest.raises(ValueError, match="lower model.pool or raise data.image_size"):
         CXRClassifier(cfg, CLASSES)
 

@@ -29,8 +29,8 @@ def make_dm(make_config: Callable) -> Callable[..., CXRDataModule]:
             "data.batch_size": 8,
             "data.num_workers": 0,
         }
-        cfg = make_config(base | {f"data.{k}": v for k, v in data.items()})
-        return CXRDataModule(cfg["data"], seed=0, image_size=size)
+        cfg = make_config(base | {"data.image_size": size} | {f"data.{k}": v for k, v in data.items()})
+        return CXRDataModule(cfg.data, seed=0)
 
     return make
 

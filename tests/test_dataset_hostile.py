@@ -40,8 +40,8 @@ def copy(pristine: dict[str, Path], name: str, tmp_path: Path) -> Path:
 
 def make(make_config: Any, root: Path, **data: Any) -> CXRDataModule:
     cfg = make_config({"data.root": str(root), "data.num_workers": 0, "data.split": [0.5, 0.5],
-                       "data.min_image_size": 64, **{f"data.{k}": v for k, v in data.items()}})
-    return CXRDataModule(cfg["data"], seed=0, image_size=32)
+                       "data.min_image_size": 64, "data.image_size": 32, **{f"data.{k}": v for k, v in data.items()}})
+    return CXRDataModule(cfg.data, seed=0)
 
 
 def skipped_and_strict(make_config: Any, root: Path, needle: str, reason: str) -> CXRDataModule:

@@ -183,8 +183,9 @@ def data_module(make_config: Any, root: Path, **data: Any) -> Any:
     """A CXRDataModule on a fixture tree (dotted data overrides as keyword arguments)."""
     from datamodules.datamodule import CXRDataModule
 
-    cfg = make_config({"data.root": str(root), "data.num_workers": 0, **{f"data.{k}": v for k, v in data.items()}})
-    return CXRDataModule(cfg["data"], seed=0, image_size=32)
+    cfg = make_config({"data.root": str(root), "data.num_workers": 0, "data.image_size": 32,
+                       **{f"data.{k}": v for k, v in data.items()}})
+    return CXRDataModule(cfg.data, seed=0)
 
 
 @pytest.mark.parametrize("source", ["kermany", "coronahack", "covid_radiography", "cohen", "covidx", "combine"])

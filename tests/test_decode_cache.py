@@ -29,8 +29,8 @@ SIZE, MARGIN = 24, 0.1
 def make_dm(make_config: Callable) -> Callable[..., CXRDataModule]:
     def make(root: Path, **data: Any) -> CXRDataModule:
         base = {"data.root": str(root), "data.split": [0.6, 0.2, 0.2], "data.num_workers": 0}
-        cfg = make_config(base | {"data.crop_margin": MARGIN} | {f"data.{k}": v for k, v in data.items()})
-        return CXRDataModule(cfg["data"], seed=0, image_size=SIZE)
+        cfg = make_config(base | {"data.crop_margin": MARGIN, "data.image_size": SIZE} | {f"data.{k}": v for k, v in data.items()})
+        return CXRDataModule(cfg.data, seed=0)
 
     return make
 

@@ -330,12 +330,12 @@ def test_positive_class_defaults() -> None:
 
 
 def test_evaluation_config_only_changes_data_and_explain() -> None:
-    from experiments.config import Config, to_dict
+    from experiments.config import Config
 
-    base = to_dict(Config())
+    base = Config()
     cfg = evaluation_config(base, {"data.root": "elsewhere", "data.batch_size": "4"}, "x.ckpt")
-    assert cfg["data"]["root"] == "elsewhere" and cfg["data"]["batch_size"] == 4
-    assert cfg["model"] == base["model"]
+    assert cfg.data.root == "elsewhere" and cfg.data.batch_size == 4
+    assert cfg.model == base.model and base.data.root is None  # the checkpoint's config is left as it was
     with pytest.raises(ValueError, match="--model.backbone: evaluate rebuilds the model"):
         evaluation_config(base, {"model.backbone": "vgg16"}, "x.ckpt")
 

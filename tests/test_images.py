@@ -15,7 +15,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from samples import write_bomb_png, write_dicom
 
 from datamodules.images import Decoding, ImageTooLarge, read_image, read_mask
-from experiments.config import ConfigError, load_config, to_dict
+from experiments.config import ConfigError, load_config
 
 
 def ramp(h: int = 24, w: int = 32, top: int = 255) -> np.ndarray:
@@ -252,9 +252,9 @@ def test_pixel_limit_checked_from_dicom_header(tmp_path: Path) -> None:
 
 
 def test_decoding_from_config_keys() -> None:
-    cfg = to_dict(load_config(overrides={"data.dicom_window": "percentile", "data.dicom_percentiles": "1,99", "data.max_pixels": 1000}))
-    assert Decoding.from_data(cfg["data"]) == Decoding("percentile", (1.0, 99.0), 1000)
-    assert Decoding.from_data({}) == Decoding()  # an older checkpoint's config: the defaults
+    cfg = load_config(overrides={"data.dicom_window": "percentile", "data.dicom_percentiles": "1,99", "data.max_pixels": 1000})
+    assert Decoding.from_data(cfg.data) == Decoding("percentile", (1.0, 99.0), 1000)
+    assert Decoding.from_data(load_config().data) == Decoding()  # the schema's defaults, nowhere else
     for key, value, message in [
         ("data.dicom_percentiles", "99,1", r"data.dicom_percentiles=\[99.0, 1.0\] must be two percentiles low < high"),
         ("data.dicom_percentiles", "0,50,100", r"data.dicom_percentiles=.* must be two percentiles"),

@@ -11,11 +11,11 @@ import pytest
 
 from datamodules.inspection import inspect_dataset
 from experiments.cli.main import main
-from experiments.config import load_config, to_dict
+from experiments.config import DataConfig, load_config
 
 
-def data_config(root: Path, **data: object) -> dict:
-    return to_dict(load_config(overrides={"data.root": str(root), **{f"data.{k}": v for k, v in data.items()}}))["data"]
+def data_config(root: Path, **data: object) -> DataConfig:
+    return load_config(overrides={"data.root": str(root), **{f"data.{k}": v for k, v in data.items()}}).data
 
 
 def test_inspect_kermany_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -58,7 +58,7 @@ def test_json_matches_batched_inference(trained: Any, capsys: pytest.CaptureFixt
     out = _predict_json(capsys, str(ckpt), *images, "--cutoff", "0.5")
     model = load_classifier(ckpt)
     expected = predict_table(
-        model, pd.DataFrame({"path": images, "label": "normal"}), progress=False
+        model, pd.DataFrame({"path": images, "label": "normal"}), model.config.data, progress=False
     )
     assert [p["image"] for p in out["predictions"]] == images
     for row, probs in zip(out["predictions"], expected, strict=True):

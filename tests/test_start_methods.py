@@ -16,8 +16,8 @@ from experiments.cli.main import main
 
 def test_every_split_dataset_pickles(make_config: Any, folder_tree: Path) -> None:
     cfg = make_config({"data.root": str(folder_tree), "data.augment.rotate": 10, "data.augment.shift": 0.1,
-                       "data.crop_margin": 0.05, "data.balance": "augment_minority"})
-    dm = CXRDataModule(cfg["data"], seed=0, image_size=32)
+                       "data.crop_margin": 0.05, "data.balance": "augment_minority", "data.image_size": 32})
+    dm = CXRDataModule(cfg.data, seed=0)
     dm.setup("fit")
     for split, ds in dm.datasets.items():
         copy = pickle.loads(pickle.dumps(ds))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from datamodules.sources.options import SourceOptions
 from datamodules.sources.registry import detect_source, get_source
 from datamodules.sources.screen import screen
+from experiments.config import DataConfig
 
 
 @dataclass
@@ -53,9 +52,9 @@ def read_source(source: str, root: str | Path | None, options: SourceOptions) ->
     return Loaded(table, skipped, name)
 
 
-def load_source(data: Mapping[str, Any]) -> Loaded:
+def load_source(data: DataConfig) -> Loaded:
     """The screened table of a data config (source, root and the reading options)."""
-    return read_source(data["source"], data["root"], SourceOptions.from_data(data))
+    return read_source(data.source, data.root, SourceOptions.from_data(data))
 
 
 def load_table(

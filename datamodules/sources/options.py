@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from experiments.config import DataConfig
 
@@ -13,7 +12,7 @@ _DEFAULTS = DataConfig()
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Reading options: the data config's values (`from_data`), its defaults otherwise."""
+    """Reading options: a data config's values (`from_data`); the schema's defaults for callers without one."""
 
     strict: bool = _DEFAULTS.strict
     allow_outside_root: bool = _DEFAULTS.allow_outside_root
@@ -23,19 +22,16 @@ class SourceOptions:
     combine_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> SourceOptions:
-        """The options of a data config dict (keys it lacks keep their defaults)."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if f.name in ("views", "modalities"):
-                value = tuple(value)
-            elif f.name == "combine_labels":
-                value = {k: tuple([v] if isinstance(v, str) else v) for k, v in value.items()}
-            values[f.name] = value
-        return cls(**values)
+    def from_data(cls, data: DataConfig) -> SourceOptions:
+        """The reading options of a data config section."""
+        return cls(
+            strict=data.strict,
+            allow_outside_root=data.allow_outside_root,
+            views=tuple(data.views),
+            modalities=tuple(data.modalities),
+            combine=dict(data.combine),
+            combine_labels={k: tuple(v) for k, v in data.combine_labels.items()},
+        )
 
     def view_allowed(self, view: str) -> bool:
         """Case- and space-insensitive membership in `views`."""

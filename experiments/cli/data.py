@@ -26,10 +26,10 @@ def cmd_phantom(ns: argparse.Namespace) -> int:
 def cmd_inspect(ns: argparse.Namespace) -> int:
     """cxrlab data inspect."""
     from datamodules.inspection import inspect_dataset, report_text, write_inspection
-    from experiments.config import load_config, to_dict
+    from experiments.config import load_config
 
     cfg = load_config(config_path(ns.config), overrides_from(ns))
-    ins = inspect_dataset(to_dict(cfg)["data"], workers=ns.workers, progress=not ns.quiet)
+    ins = inspect_dataset(cfg.data, workers=ns.workers, progress=not ns.quiet)
     print(report_text(ins))
     if ns.out:
         written = write_inspection(ins, Path(ns.out))

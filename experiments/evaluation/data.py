@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from datamodules.datamodule import CXRDataModule, verify_images
 from datamodules.images import Decoding
 from datamodules.sources import check_files, load_source, select_labels
+from experiments.config import DataConfig
 
 UNSEEN = "unseen"  # the split name of rows whose label is not a model class
 
@@ -33,19 +34,17 @@ class _EvaluationDataModule(CXRDataModule):
 
 
 def evaluation_data(
-    data: dict[str, Any], classes: list[str], seed: int, image_size: int
+    data: DataConfig, classes: list[str], seed: int, image_size: int
 ) -> EvaluationData:
     """Known-label rows with the split they had in training, then every row of an unseen label."""
-    where = str(data.get("root"))
-    configured = data.get("classes")
+    where = str(data.root)
+    configured = data.classes
     if configured is not None and list(configured) != list(classes):
         raise ValueError(
             f"{where}: data.classes {list(configured)} disagree with the checkpoint's classes "
             f"{list(classes)}; drop --data.classes, or map labels with --data.label_map"
         )
-    table = select_labels(
-        load_source(data).table, data["label_map"], None, "error"
-    )
+    table = select_labels(load_source(data).table, data.label_map, None, "error")
     known = table["label"].isin(classes)
     if not known.any():
         found = sorted(table["label"].unique())
@@ -57,9 +56,9 @@ def evaluation_data(
     # Same table, seed and split rule as training, so known rows land in their training splits;
     # classes absent from this data are left out so the split of the rest is still computed.
     present = [c for c in classes if c in set(table.loc[known, "label"])]
-    dm = _EvaluationDataModule(
-        {**data, "classes": present, "other_labels": "drop"}, seed=seed, image_size=image_size
-    )
+    split_data = copy.copy(data)  # the caller's config stays as it is
+    split_data.classes, split_data.other_labels, split_data.image_size = present, "drop", image_size
+    dm = _EvaluationDataModule(split_data, seed=seed)
     known_rows = dm.prepare_table().assign(known=True)
     unseen_rows, unseen_skipped = _unseen_rows(table[~known], data, where)
     rows = pd.concat([known_rows, unseen_rows], ignore_index=True)
@@ -68,13 +67,13 @@ def evaluation_data(
 
 
 def _unseen_rows(
-    rows: pd.DataFrame, data: dict[str, Any], where: str
+    rows: pd.DataFrame, data: DataConfig, where: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows of labels the model was not trained on, checked like the known ones."""
     rows = rows.assign(split=UNSEEN, known=False)
     check_files(rows, where)
     skipped = pd.DataFrame(columns=["path", "error"])
-    if data.get("verify_images", True) and len(rows):
+    if data.verify_images and len(rows):
         skipped = verify_images(rows["path"].tolist(), Decoding.from_data(data))
         if len(skipped):
             warnings.warn(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Sequence
@@ -12,8 +11,7 @@ from typing import Any
 import pandas as pd
 
 from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
-from datamodules.images import Decoding
-from experiments.config import from_dict, set_dotted, to_dict
+from experiments.config import Config, from_dict, set_dotted, to_dict
 from experiments.evaluation.clinical import per_class_table
 from experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
 from experiments.evaluation.inference import pick_device, predict_table
@@ -36,11 +34,9 @@ EVAL_ROOT = Path("mlruns/evaluations")
 OVERRIDABLE = ("data.", "explain.")
 
 
-def evaluation_config(
-    config: dict[str, Any], overrides: dict[str, Any], where: str
-) -> dict[str, Any]:
+def evaluation_config(config: Config, overrides: dict[str, Any], where: str) -> Config:
     """The checkpoint's training config with `--data.*` / `--explain.*` overrides, validated."""
-    raw = copy.deepcopy(config)
+    raw = to_dict(config)
     for key, value in overrides.items():
         if not key.startswith(OVERRIDABLE):
             raise ValueError(
@@ -48,7 +44,7 @@ def evaluation_config(
                 "--explain.* options can change"
             )
         set_dotted(raw, key, value)
-    return to_dict(from_dict(raw, f"{where} (config stored in the checkpoint, with overrides)"))
+    return from_dict(raw, f"{where} (config stored in the checkpoint, with overrides)")
 
 
 def parse_cutoffs(text: str | Sequence[float]) -> list[float]:
@@ -107,18 +103,9 @@ def evaluate(
     classes = model.classes
     cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
     positive = positive_class(classes, positive)
-    data = evaluation_data(cfg["data"], classes, cfg["seed"], model.input_size)
+    data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
     rows = rows_to_predict(data.table, split, with_val=positive is not None)
-    probs = predict_table(
-        model,
-        rows,
-        cfg["data"]["crop_margin"],
-        cfg["data"]["batch_size"],
-        cfg["data"]["num_workers"],
-        pick_device(device),
-        progress,
-        Decoding.from_data(cfg["data"]),
-    )
+    probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
     preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)
     results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
@@ -144,11 +131,11 @@ def evaluate(
 
 def explain_sections(
     model: Any, preds: Predictions, data: EvaluationData, split: str, positive: str | None,
-    cfg: dict[str, Any], out: Path, explain: bool, results: dict[str, Any],
+    cfg: Config, out: Path, explain: bool, results: dict[str, Any],
 ) -> tuple[list[Section], list[Section]]:
     """The shortcut check that opens the report (unless explain.alarm.enabled is false) and, with
     --explain, the explanation section; adds their metrics and the verdict to `results`."""
-    if not (explain or cfg["explain"]["alarm"]["enabled"]):
+    if not (explain or cfg.explain.alarm.enabled):
         return [], []
     from experiments.evaluation.explain_report import explain_report, explain_split, shortcut_report
 
@@ -166,17 +153,17 @@ def explain_sections(
 
 
 def overview(
-    results: dict[str, Any], cfg: dict[str, Any], preds: Predictions, skipped: pd.DataFrame
+    results: dict[str, Any], cfg: Config, preds: Predictions, skipped: pd.DataFrame
 ) -> Section:
     """What was evaluated: checkpoint, model, data and how many images of each label per split."""
-    m, d = cfg["model"], cfg["data"]
+    m, d = cfg.model, cfg.data
     text = [
         f"Checkpoint: {results['checkpoint']} "
         f"(training run {results['train_run_id'] or 'unknown'}).",
-        f"Model: {m['backbone']}, head {m['head']}, fine-tune {m['finetune']}, input "
-        f"{d['image_size']} px; classes {', '.join(preds.classes)}.",
-        f"Data: {results['data_root']} (source {d['source']}"
-        + (f", label map {d['label_map']}" if d["label_map"] else "")
+        f"Model: {m.backbone}, head {m.head}, fine-tune {m.finetune}, input "
+        f"{d.image_size} px; classes {', '.join(preds.classes)}.",
+        f"Data: {results['data_root']} (source {d.source}"
+        + (f", label map {d.label_map}" if d.label_map else "")
         + f"); evaluated split: {results['split']} ({results['n']} images of known classes).",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}. Metrics use the evaluated split only; "
         "thresholds are chosen on the validation split.",
@@ -190,12 +177,12 @@ def overview(
 
 
 def log_evaluation(
-    out: Path, results: dict[str, Any], cfg: dict[str, Any], uri: str
+    out: Path, results: dict[str, Any], cfg: Config, uri: str
 ) -> tuple[str, str]:
     """One MLflow run with every output file, in the training run's experiment when known."""
-    m = cfg["model"]
+    m = cfg.model
     shortcut = results.get("shortcut")
-    tags = run_tags("evaluate", m["backbone"], m["head"], m["finetune"], results["data_root"])
+    tags = run_tags("evaluate", m.backbone, m.head, m.finetune, results["data_root"])
     if shortcut and shortcut["n_judged"]:
         tags[SHORTCUT_TAG] = "yes" if shortcut["alarm"] else "no"
     params = {
@@ -204,11 +191,11 @@ def log_evaluation(
         "classes": ",".join(results["classes"]),
         "positive": (results["binary"] or {}).get("positive", "none"),
         "data.root": results["data_root"],
-        "data.source": cfg["data"]["source"],
-        "data.label_map": str(cfg["data"]["label_map"]),
-        "model.backbone": m["backbone"],
-        "model.head": m["head"],
-        "model.finetune": m["finetune"],
+        "data.source": cfg.data.source,
+        "data.label_map": str(cfg.data.label_map),
+        "model.backbone": m.backbone,
+        "model.head": m.head,
+        "model.finetune": m.finetune,
     }
     # Named after the training run when the store knows it: best-epoch007 says little in compare.
     name = _run_name(uri, results["train_run_id"]) or Path(results["checkpoint"]).stem

@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from datamodules.datamodule import CXRDataset
-from datamodules.images import DEFAULT_DECODING, Decoding
+from datamodules.images import Decoding
 from datamodules.transforms import eval_transform
+from experiments.config import DataConfig
 from lightning_modules.classifier import CXRClassifier
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,18 +33,17 @@ def pick_device(name: str = "auto") -> torch.device:
 def predict_table(
     model: CXRClassifier,
     rows: pd.DataFrame,
-    margin: float = 0.0,
-    batch_size: int = 32,
-    num_workers: int = 0,
+    data: DataConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
-    decoding: Decoding = DEFAULT_DECODING,
 ) -> np.ndarray:
-    """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label)."""
+    """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label), read
+    as `data` says (crop margin, DICOM decoding, batch size, loader workers)."""
     if rows.empty:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    dataset = CXRDataset(rows, model.classes, eval_transform(model.input_size, margin), decoding)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    transform = eval_transform(model.input_size, data.crop_margin)
+    dataset = CXRDataset(rows, model.classes, transform, Decoding.from_data(data))
+    loader = DataLoader(dataset, batch_size=data.batch_size, shuffle=False, num_workers=data.num_workers)
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():

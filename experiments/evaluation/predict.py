@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from callbacks.explanations.display import overlay
+from callbacks.explanations.explanation import target_layer
 from callbacks.explanations.gradcam import grad_cam
 from datamodules.images import Decoding, read_image, read_mask
 from datamodules.transforms import crop_margin, eval_transform
@@ -75,9 +76,8 @@ def heatmap_overlays(
 ) -> list[np.ndarray]:
     """Grad-CAM of each image's predicted class over the image (inside its mask), uint8 RGB."""
     wanted = sorted(set(predicted.tolist()))
-    # The layer the training run explained: its explain.target_layer, else the registry's.
-    layer = model.config.get("explain", {}).get("target_layer") or model.target_layer
-    maps = grad_cam(model, layer, batch, classes=wanted)
+    # The layer the training run explained.
+    maps = grad_cam(model, target_layer(model, model.config.explain), batch, classes=wanted)
     channel = torch.tensor([wanted.index(c) for c in predicted.tolist()])
     chosen = maps[torch.arange(len(batch)), channel].detach().cpu()
     return [
@@ -113,9 +113,9 @@ def predict(
         raise ValueError(f"--cutoff {cutoff}: give a probability in [0, 1], e.g. 0.9")
     masks = lung_masks([str(m) for m in lung_mask], len(images))
     model = load_classifier(checkpoint).to(pick_device(device))
-    margin = model.config["data"]["crop_margin"]
+    margin = model.config.data.crop_margin
     transform = eval_transform(model.input_size, margin)
-    decoding = Decoding.from_data(model.config["data"])  # DICOM windows as in training
+    decoding = Decoding.from_data(model.config.data)  # DICOM windows as in training
     folder = Path(heatmap_dir) if heatmap_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

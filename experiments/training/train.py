@@ -17,7 +17,7 @@ from callbacks.explain import ExplainCallback
 from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from datamodules.datamodule import CXRDataModule
-from experiments.config import Config, to_dict
+from experiments.config import Config
 from experiments.evaluation.figures import eval_figures
 from experiments.tracking import store as tracking
 from experiments.tracking import writer
@@ -137,9 +137,9 @@ def train(
     """Train one model; everything is recorded in one MLflow run (continued when resuming)."""
     cfg = resolve(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = CXRDataModule(to_dict(cfg)["data"], seed=cfg.seed, image_size=cfg.data.image_size)
+    dm = CXRDataModule(cfg.data, seed=cfg.seed)
     dm.prepare_table()
-    model = CXRClassifier(to_dict(cfg), dm.classes, dm.class_weights)
+    model = CXRClassifier(cfg, dm.classes, dm.class_weights)
     logger = None
     uploads: list[L.Callback] = []
     if not cfg.trainer.fast_dev_run:
@@ -160,7 +160,7 @@ def train(
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
     explainers = (
-        [ExplainCallback(to_dict(cfg)["explain"], cfg.seed, log_trainer_artifacts, set_trainer_tags)] if cfg.explain.enabled else []
+        [ExplainCallback(cfg.explain, cfg.seed, log_trainer_artifacts, set_trainer_tags)] if cfg.explain.enabled else []
     )
     trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
