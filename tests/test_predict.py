@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from samples import PNG_MAGIC, write_dicom
 from tiny_training import train_tiny
 
 from experiments.cli.main import main
+from experiments.config import Config, DataConfig
 from experiments.evaluation.inference import predict_table
-from experiments.evaluation.predict import lung_masks
+from experiments.evaluation.predict import lung_masks, predict
 from lightning_modules.checkpoint import load_classifier
 
 # 64 px input gives resnet18 a 2x2 Grad-CAM layer; the frozen random backbone trains in seconds.
@@ -68,6 +70,23 @@ def test_json_matches_batched_inference(trained: Any, capsys: pytest.CaptureFixt
         assert row["confidence"] == pytest.approx(probs.max(), abs=1e-6)
         assert row["passes_cutoff"] == (row["confidence"] >= 0.5)
         assert row["heatmap"] is None
+
+
+def test_checkpoint_of_an_older_config_loads_with_the_schema_defaults(trained: Any, tmp_path: Path) -> None:
+    """Checkpoints keep the config as a plain dict; one written before a key existed rebuilds a
+    typed Config whose missing keys hold the schema's defaults, and predicts the same."""
+    _, data, ckpt = trained
+    old = torch.load(ckpt, map_location="cpu", weights_only=True)
+    config = old["hyper_parameters"]["config"]
+    for section, key in [("data", "dicom_window"), ("data", "max_pixels"), ("explain", "alarm")]:
+        del config[section][key]
+    torch.save(old, tmp_path / "old.ckpt")
+    model = load_classifier(tmp_path / "old.ckpt")
+    assert isinstance(model.config, Config)
+    assert model.config.data.max_pixels == DataConfig().max_pixels and model.config.explain.alarm.enabled
+    images = [str(data / f"{c}_001.png") for c in ("normal", "covid")]
+    expected = [r["probabilities"] for r in predict(ckpt, images, device="cpu")]
+    assert [r["probabilities"] for r in predict(tmp_path / "old.ckpt", images, device="cpu")] == expected
 
 
 def test_heatmap_overlay_is_limited_to_the_lung_mask(
