@@ -20,6 +20,7 @@ from datamodules.sources import load_source, resolve_classes, select_labels
 from datamodules.sources.screen import strict_error
 from datamodules.sources.table import SKIPPED_COLUMNS
 from datamodules.splits import (
+    TRAIN_BALANCE,
     class_weights,
     downsample,
     holdout_split,
@@ -199,7 +200,7 @@ class CXRDataModule(L.LightningDataModule):
             return CXRDataset(self.split_table(split), self.classes, transform, self.decoding, cache)
 
         train = dataset("train", train_transform(size, margin, self.data.augment))
-        if self.data.balance in ("oversample", "augment_minority"):
+        if self.data.balance in TRAIN_BALANCE:
             labels = self.split_table("train")["label"].reset_index(drop=True)
             train = Subset(train, oversample_index(labels, self.data.balance, self.seed).tolist())
         self.datasets = {
