@@ -1,4 +1,4 @@
-"""`cxrlab explain` command line (the work happens in experiments.evaluation.explain, imported on use)."""
+"""`cxrlab explain` command line (the work happens in experiments.evaluation.explain_checkpoint, imported on use)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     """cxrlab explain."""
     if ns.checkpoint == "compare":
         return cmd_explain_compare(ns)
-    from experiments.evaluation.explain import explain_checkpoint
+    from experiments.evaluation.explain_checkpoint import explain_checkpoint
 
     if ns.refs:
         raise ValueError(f"unexpected arguments {ns.refs}; cxrlab explain takes one CHECKPOINT")

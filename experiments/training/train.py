@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
-from callbacks.explain import ExplainCallback
+from callbacks.epoch_explanations import ExplainCallback
 from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from datamodules.datamodule import CXRDataModule
