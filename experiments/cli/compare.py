@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from experiments.cli.flags import add_common_flags
+
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     """cxrlab compare."""
@@ -64,11 +66,7 @@ def add_parser(subparsers: Any) -> None:
         "[default: all]",
     )
     p.add_argument("--out", default=None, help="output folder [default: mlruns/comparisons/<time>]")
-    p.add_argument(
-        "--tracking_uri",
-        default=None,
-        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]",
-    )
+    add_common_flags(p, "tracking_uri")
     p.add_argument(
         "--heatmaps",
         action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.cli.flags import add_config_flags, config_path, overrides_from
+from experiments.cli.flags import add_common_flags, add_config_flags, config_path, overrides_from
 
 
 def cmd_phantom(ns: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ph.add_argument("--shortcut", type=float, default=0.0, help="share of images with a class-correlated corner marker (the artefact trap) [default: 0]")
     ph.add_argument("--difficulty", type=float, default=argparse.SUPPRESS, help="0 (obvious findings) .. 1 (faint, variable) [default: datamodules.phantom.DEFAULT_DIFFICULTY, where a clean demo model is good but not perfect]")
     ph.add_argument("--workers", type=int, default=1, help="worker processes [default: 1]")
-    ph.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common_flags(ph, "quiet")
     ph.set_defaults(func=cmd_phantom)
 
     p = dsub.add_parser(
@@ -90,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="take the data section from this YAML config (or a shipped one's name)")
     p.add_argument("--out", metavar="DIR", help="write the tables, report.txt and class_balance.png here")
     p.add_argument("--workers", type=int, default=4, help="threads that read, hash and decode images [default: 4]")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common_flags(p, "quiet")
     add_config_flags(p, sections=("data",))
     p.set_defaults(func=cmd_inspect)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from experiments.cli.flags import add_config_flags, overrides_from
+from experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
 
 DESCRIPTION = """\
 Rebuild the model and its preprocessing from CHECKPOINT alone and evaluate it on the split it was
@@ -76,18 +76,13 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="add Grad-CAM overlays (TP/FP/FN), average and eigen-heatmaps and the AOPC table",
     )
-    p.add_argument(
-        "--tracking_uri",
-        default=None,
-        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]",
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
+    add_common_flags(p, "tracking_uri", "device")
     p.add_argument(
         "--n_boot",
         type=int,
         default=1000,
         help="bootstrap resamples of the AUC intervals [default: 1000]",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common_flags(p, "quiet")
     add_config_flags(p, sections=("data", "explain"))
     p.set_defaults(func=cmd_evaluate)

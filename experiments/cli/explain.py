@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.cli.flags import add_config_flags, overrides_from
+from experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
 
 
 def cmd_explain(ns: argparse.Namespace) -> int:
@@ -63,6 +63,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to explain [default: test]")
     p.add_argument("--out", help="output folder [default: mlruns/explanations/<time>-<checkpoint>]")
     p.add_argument("--max_per_class", type=int, default=50, help="images per class (0 = all) [default: 50]")
-    p.add_argument("--tracking_uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
+    add_common_flags(p, "tracking_uri")
     add_config_flags(p, sections=("data", "explain"))
     p.set_defaults(func=cmd_explain)

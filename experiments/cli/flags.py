@@ -11,6 +11,20 @@ from experiments.config import bounds, iter_fields, range_text, type_name
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
+# Flags several commands take, defined once so that their spelling and help agree everywhere.
+COMMON_FLAGS: dict[str, dict[str, Any]] = {
+    "tracking_uri": {"default": None, "metavar": "URI",
+                     "help": "MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]"},
+    "device": {"default": "auto", "help": "auto | cpu | cuda [default: auto]"},
+    "quiet": {"action": "store_true", "help": "no progress bar"},
+}
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the shared flags `names` (keys of COMMON_FLAGS) to `parser`."""
+    for name in names:
+        parser.add_argument(f"--{name}", **COMMON_FLAGS[name])
+
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
     """One `--section.key VALUE` flag per config option (of `sections`, default all), with its help."""

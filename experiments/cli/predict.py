@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from experiments.cli.flags import add_common_flags
+
 
 def cmd_predict(ns: argparse.Namespace) -> int:
     """cxrlab predict."""
@@ -49,6 +51,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--alpha", type=float, default=0.4, help="heatmap opacity of the overlay [default: 0.4]"
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
+    add_common_flags(p, "device")
     p.add_argument("--json", action="store_true", help="machine-readable JSON output")
     p.set_defaults(func=cmd_predict)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from experiments.cli.flags import add_config_flags, config_path, overrides_from
+from experiments.cli.flags import add_common_flags, add_config_flags, config_path, overrides_from
 from experiments.config import ConfigError
 
 
@@ -83,6 +83,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="YAML config file, or the name of a shipped one (see experiments/configs/)")
     p.add_argument("--resume", metavar="CKPT", help="continue a crashed/stopped run from its checkpoint (last.ckpt, or runs:/RUN_ID/checkpoints/last.ckpt on a tracking server), in the same MLflow run")
     p.add_argument("--print_config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--tracking_uri", help="MLflow tracking URI (same as --tracking.uri)")
+    add_common_flags(p, "tracking_uri")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
