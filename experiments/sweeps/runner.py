@@ -431,13 +431,7 @@ def run_sweep(
     name = study_name or spec.study_name or Path(config).stem
     storage = storage or default_storage(name)
     devices = worker_devices(workers, gpus)
-    if storage.startswith("sqlite:") and len(devices) > 1:
-        raise ValueError(
-            f"--storage {storage}: SQLite is for one worker; use the default journal file or postgresql:// "
-            f"for --workers {len(devices)}"
-        )
-    if timeout is None and n_trials is None and spec.n_trials is None and spec.sampler != "grid":
-        raise ValueError(f"{loaded.where}: set search.n_trials, --n_trials or --timeout to bound the sweep")
+    _check_bounds(loaded, storage, len(devices), n_trials, timeout)
     study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
     limit = trial_budget(study, spec, n_trials)
     outcome = SweepOutcome(name, storage, None, 0)
@@ -451,18 +445,7 @@ def run_sweep(
         overrides["tracking.uri"] = uri
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, loaded.base.tracking.experiment, uri)
-    tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
-    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
-    outcome.parent_run_id = parent
-    parent_run = RunWriter(client, parent)
-    parent_run.log_params(_parent_params(loaded, name, storage, overrides))
-    search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
-    parent_run.log_object(search_yaml.encode(), "sweep_config.yaml")
-    if not spec.pruned:
-        why = "multi-objective studies cannot be pruned" if spec.multi_objective else "pruner: none"
-        outcome.notes.append(f"pruning is off: {why}")
-        parent_run.set_tags({"sweep.pruning": outcome.notes[-1]})
-        print(f"cxrlab sweep: {outcome.notes[-1]}")
+    parent = _open_parent(client, study, created, experiment_id, uri, config, loaded, name, storage, overrides, outcome)
     before = len(study.trials)
     launch = {
         "started": time.time(), "target": None if limit is None else before + limit,
@@ -474,28 +457,74 @@ def run_sweep(
     print(f"cxrlab sweep: study {name!r} ({redact(storage)}), {limit if limit is not None else 'unbounded'} new "
           f"trial(s) from #{before}, {len(devices)} worker(s): {where}; MLflow parent run {parent}")
     try:
-        if len(devices) == 1 and devices[0] is None:
-            with _environ(CUDA_VISIBLE_DEVICES=""):  # a CPU worker, even where GPUs exist
-                code = run_worker(plan, 0, TrialBudget(mp.get_context("spawn").Value("i", 0), limit))
-            outcome.worker_exit_codes, outcome.interrupted = [code], code == 130
-        else:
-            outcome.worker_exit_codes, outcome.interrupted, outcome.dead_workers = _spawn_workers(
-                plan, devices, limit, study, client, spec.max_retry
-            )
+        _run_workers(plan, devices, limit, study, client, spec.max_retry, outcome)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
         study.set_user_attr(LAUNCH_ATTR, launch | {"ended": time.time(), "interrupted": outcome.interrupted})
         outcome.new_trials = len(study.trials) - before
-        outcome.notes += sweep_tracking.report_study(client, parent, study, spec.objectives)
-        outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
-        elsewhere = sweep_tracking.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
-        if elsewhere:
-            outcome.notes.append(
-                f"parent run {parent} stays RUNNING: trial(s) {', '.join(map(str, elsewhere))} still run in "
-                "another launch, which closes it when it ends"
-            )
-            print(f"cxrlab sweep: {outcome.notes[-1]}")
+        _close_parent(client, parent, study, spec.objectives, outcome)
     print(format_status(study))
     return outcome
+
+
+def _check_bounds(loaded: LoadedSweep, storage: str, workers: int, n_trials: int | None, timeout: float | None) -> None:
+    """Refuse a launch that SQLite cannot serve or that nothing would stop."""
+    if storage.startswith("sqlite:") and workers > 1:
+        raise ValueError(
+            f"--storage {storage}: SQLite is for one worker; use the default journal file or postgresql:// "
+            f"for --workers {workers}"
+        )
+    if timeout is None and n_trials is None and loaded.spec.n_trials is None and loaded.spec.sampler != "grid":
+        raise ValueError(f"{loaded.where}: set search.n_trials, --n_trials or --timeout to bound the sweep")
+
+
+def _open_parent(
+    client: MlflowClient, study: optuna.Study, created: bool, experiment_id: str, uri: str, config: str | Path,
+    loaded: LoadedSweep, name: str, storage: str, overrides: dict[str, Any], outcome: SweepOutcome,
+) -> str:
+    """Open (or re-open) the study's parent run and record the launch's params and config on it."""
+    tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
+    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
+    outcome.parent_run_id = parent
+    parent_run = RunWriter(client, parent)
+    parent_run.log_params(_parent_params(loaded, name, storage, overrides))
+    search_yaml = yaml.safe_dump(loaded.base_raw | {"search": read_yaml(config)["search"]}, sort_keys=False)
+    parent_run.log_object(search_yaml.encode(), "sweep_config.yaml")
+    if not loaded.spec.pruned:
+        why = "multi-objective studies cannot be pruned" if loaded.spec.multi_objective else "pruner: none"
+        outcome.notes.append(f"pruning is off: {why}")
+        parent_run.set_tags({"sweep.pruning": outcome.notes[-1]})
+        print(f"cxrlab sweep: {outcome.notes[-1]}")
+    return parent
+
+
+def _run_workers(
+    plan: SweepPlan, devices: list[str | None], limit: int | None, study: optuna.Study, client: MlflowClient,
+    max_retry: int | None, outcome: SweepOutcome,
+) -> None:
+    """One CPU worker in this process, else one spawned process per device; exit codes into `outcome`."""
+    if len(devices) == 1 and devices[0] is None:
+        with _environ(CUDA_VISIBLE_DEVICES=""):  # a CPU worker, even where GPUs exist
+            code = run_worker(plan, 0, TrialBudget(mp.get_context("spawn").Value("i", 0), limit))
+        outcome.worker_exit_codes, outcome.interrupted = [code], code == 130
+    else:
+        outcome.worker_exit_codes, outcome.interrupted, outcome.dead_workers = _spawn_workers(
+            plan, devices, limit, study, client, max_retry
+        )
+
+
+def _close_parent(
+    client: MlflowClient, parent: str, study: optuna.Study, objectives: tuple[str, ...], outcome: SweepOutcome
+) -> None:
+    """Report the study on its parent run and close it, unless another launch still runs trials."""
+    outcome.notes += sweep_tracking.report_study(client, parent, study, objectives)
+    outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
+    elsewhere = sweep_tracking.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
+    if elsewhere:
+        outcome.notes.append(
+            f"parent run {parent} stays RUNNING: trial(s) {', '.join(map(str, elsewhere))} still run in "
+            "another launch, which closes it when it ends"
+        )
+        print(f"cxrlab sweep: {outcome.notes[-1]}")
