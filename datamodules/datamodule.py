@@ -66,6 +66,17 @@ class CXRDataset(Dataset):
         return self.transform(x), int(self.targets[i])
 
 
+def drop_skipped(table: pd.DataFrame, bad: pd.DataFrame, what: str, strict: bool) -> pd.DataFrame:
+    """`table` without the images of `bad` (path, error), with one warning that starts with `what`;
+    in strict mode the first of them is an error instead."""
+    if strict:
+        raise strict_error(bad["error"].iloc[0])
+    warnings.warn(
+        f"{what}, e.g. {bad['error'].iloc[0]} (all listed in the run's skipped_images.csv)", stacklevel=3
+    )
+    return table[~table["path"].isin(bad["path"])]
+
+
 def verify_images(paths: list[str], decoding: Decoding = DEFAULT_DECODING, workers: int = 4) -> pd.DataFrame:
     """Decode every image once; return the unreadable ones (and those over the pixel limit, refused
     from their header before any thread decodes them) as a (path, error) table."""
@@ -135,15 +146,8 @@ class CXRDataModule(L.LightningDataModule):
             small = pd.DataFrame(small_images(table["path"].tolist(), data.min_image_size), columns=SKIPPED_COLUMNS)
             rest = table.loc[~table["path"].isin(small["path"]), "path"].tolist()
             bad = pd.concat([small, self._check_images(rest)], ignore_index=True)
-            if len(bad) and data.strict:
-                raise strict_error(bad["error"].iloc[0])
             if len(bad):
-                warnings.warn(
-                    f"{where}: skipped {len(bad)} unreadable or too small image(s), e.g. "
-                    f"{bad['error'].iloc[0]} (all listed in the run's skipped_images.csv)",
-                    stacklevel=2,
-                )
-                table = table[~table["path"].isin(bad["path"])]
+                table = drop_skipped(table, bad, f"{where}: skipped {len(bad)} unreadable or too small image(s)", data.strict)
                 resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
             self.skipped = pd.concat([self.skipped, bad], ignore_index=True)
         if data.balance == "downsample":

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 
-from datamodules.datamodule import CXRDataModule, verify_images
+from datamodules.datamodule import CXRDataModule, drop_skipped, verify_images
 from datamodules.images import Decoding
 from datamodules.sources import check_files, load_source, select_labels
 from experiments.config import DataConfig
@@ -76,10 +75,6 @@ def _unseen_rows(
     if data.verify_images and len(rows):
         skipped = verify_images(rows["path"].tolist(), Decoding.from_data(data))
         if len(skipped):
-            warnings.warn(
-                f"{where}: skipped {len(skipped)} unreadable image(s) of unseen labels, e.g. "
-                f"{skipped['error'].iloc[0]}",
-                stacklevel=3,
-            )
-            rows = rows[~rows["path"].isin(skipped["path"])]
+            what = f"{where}: skipped {len(skipped)} unreadable image(s) of unseen labels"
+            rows = drop_skipped(rows, skipped, what, data.strict)
     return rows, skipped
