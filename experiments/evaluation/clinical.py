@@ -111,6 +111,45 @@ def _auc_reason(n_pos: int, n: int) -> str | None:
     return None
 
 
+def _specificity(cm: np.ndarray) -> np.ndarray:
+    """One-vs-rest TN / (TN + FP) per class; NaN for a class without negatives (one-class data)."""
+    negatives = cm.sum() - cm.sum(axis=1)
+    false_pos = cm.sum(axis=0) - np.diag(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(negatives > 0, (negatives - false_pos) / negatives, np.nan)
+
+
+def _one_vs_rest_auc(y: np.ndarray, p: np.ndarray, onehot: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """Per-class AUC, NaN where it is undefined, and the reason for each NaN."""
+    n_pos = onehot.sum(axis=0)
+    reasons = [_auc_reason(int(n_pos[c]), y.size) for c in range(p.shape[1])]
+    auc = np.array(
+        [metrics.roc_auc_score(onehot[:, c], p[:, c]) if r is None else np.nan for c, r in enumerate(reasons)]
+    )
+    return auc, reasons
+
+
+def _averages(
+    y: np.ndarray, y_pred: np.ndarray, average: str, weights: np.ndarray, specificity: np.ndarray, auc: np.ndarray
+) -> dict[str, float]:
+    """Macro or weighted precision, recall, F1, specificity and AUC (the undefined ones left out)."""
+    labels = np.arange(len(weights))
+    p_avg, r_avg, f_avg, _ = metrics.precision_recall_fscore_support(
+        y, y_pred, labels=labels, average=average, zero_division=0
+    )
+    spec_ok, auc_ok = np.isfinite(specificity), np.isfinite(auc)
+    return {
+        "precision": p_avg,
+        "recall": r_avg,
+        "sensitivity": r_avg,
+        "f1": f_avg,
+        "specificity": np.average(specificity[spec_ok], weights=weights[spec_ok])
+        if spec_ok.any() and weights[spec_ok].sum() > 0
+        else np.nan,
+        "auc": np.average(auc[auc_ok], weights=weights[auc_ok]) if auc_ok.any() else np.nan,
+    }
+
+
 def classification_summary(
     y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -120,70 +159,30 @@ def classification_summary(
     labels = np.arange(k)
     y_pred = p.argmax(axis=1)
     onehot = np.eye(k, dtype=np.int64)[y]
-
     cm = metrics.confusion_matrix(y, y_pred, labels=labels)
     prec, rec, f1, support = metrics.precision_recall_fscore_support(
         y, y_pred, labels=labels, zero_division=0
     )
-    # Specificity = TN / (TN + FP) one-vs-rest; every class has negatives unless N is one class.
-    negatives = cm.sum() - cm.sum(axis=1)
-    false_pos = cm.sum(axis=0) - np.diag(cm)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        specificity = np.where(negatives > 0, (negatives - false_pos) / negatives, np.nan)
-
-    n_pos = onehot.sum(axis=0)
-    reasons = [_auc_reason(int(n_pos[c]), y.size) for c in labels]
-    auc = np.array(
-        [
-            metrics.roc_auc_score(onehot[:, c], p[:, c]) if reasons[c] is None else np.nan
-            for c in labels
-        ]
-    )
-    defined = np.isfinite(auc)
-
-    def averages(average: str, weights: np.ndarray) -> dict[str, float]:
-        p_avg, r_avg, f_avg, _ = metrics.precision_recall_fscore_support(
-            y, y_pred, labels=labels, average=average, zero_division=0
-        )
-        spec_ok = np.isfinite(specificity)
-        return {
-            "precision": p_avg,
-            "recall": r_avg,
-            "sensitivity": r_avg,
-            "f1": f_avg,
-            "specificity": np.average(specificity[spec_ok], weights=weights[spec_ok])
-            if spec_ok.any() and weights[spec_ok].sum() > 0
-            else np.nan,
-            "auc": np.average(auc[defined], weights=weights[defined]) if defined.any() else np.nan,
+    specificity = _specificity(cm)
+    auc, reasons = _one_vs_rest_auc(y, p, onehot)
+    per_class = {
+        name: {
+            "precision": prec[c], "recall": rec[c], "sensitivity": rec[c], "specificity": specificity[c],
+            "f1": f1[c], "support": support[c], "auc": auc[c], "auc_reason": reasons[c],
         }
-
+        for c, name in enumerate(class_names)
+    }
     summary = {
         "class_names": list(class_names),
         "n": y.size,
         "accuracy": metrics.accuracy_score(y, y_pred),
-        "per_class": {
-            name: {
-                "precision": prec[c],
-                "recall": rec[c],
-                "sensitivity": rec[c],
-                "specificity": specificity[c],
-                "f1": f1[c],
-                "support": support[c],
-                "auc": auc[c],
-                "auc_reason": reasons[c],
-            }
-            for c, name in enumerate(class_names)
-        },
-        "macro_avg": averages("macro", np.ones(k)),
-        "weighted_avg": averages("weighted", support.astype(np.float64)),
+        "per_class": per_class,
+        "macro_avg": _averages(y, y_pred, "macro", np.ones(k), specificity, auc),
+        "weighted_avg": _averages(y, y_pred, "weighted", support.astype(np.float64), specificity, auc),
         "micro_auc": metrics.roc_auc_score(onehot.ravel(), p.ravel()),
-        "auc_excluded": {
-            name: reasons[c] for c, name in enumerate(class_names) if reasons[c] is not None
-        },
+        "auc_excluded": {name: reasons[c] for c, name in enumerate(class_names) if reasons[c] is not None},
         "confusion_matrix": cm,
-        "confusion_matrix_normalized": metrics.confusion_matrix(
-            y, y_pred, labels=labels, normalize="true"
-        ),
+        "confusion_matrix_normalized": metrics.confusion_matrix(y, y_pred, labels=labels, normalize="true"),
     }
     return to_jsonable(summary)
 
