@@ -28,7 +28,7 @@ def choices(tp: Any, info: FieldInfo | None = None) -> tuple[str, ...] | None:
     if "choices" in extra:
         return tuple(extra["choices"])
     tp, _ = optional_inner(tp)
-    if get_origin(tp) is list:
+    if get_origin(tp) in (list, tuple):
         tp = get_args(tp)[0]
     return get_args(tp) if get_origin(tp) is Literal else None
 
@@ -98,7 +98,7 @@ def locate(loc: tuple[int | str, ...], root: Any = Config) -> tuple[str, Any, Fi
     for part in loc:
         if isinstance(part, int):
             key += f"[{part}]"
-            tp = get_args(optional_inner(tp)[0])[0] if get_origin(optional_inner(tp)[0]) is list else None
+            tp = get_args(optional_inner(tp)[0])[0] if get_origin(optional_inner(tp)[0]) in (list, tuple) else None
             continue
         if part == "[key]":  # pydantic's marker for a mapping's key itself
             continue

@@ -15,7 +15,7 @@ _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
     "float_type": "a number", "float_parsing": "a number",
     "bool_type": "true or false", "bool_parsing": "true or false",
-    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping like {a: b}",
+    "string_type": "a string", "list_type": "a list", "tuple_type": "a list", "dict_type": "a mapping like {a: b}",
 }
 _RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 _NOT_A_MAPPING = ("model_type", "model_attributes_type", "dict_type")
@@ -34,7 +34,8 @@ def message(err: ErrorDetails, root: Any = Config) -> str:
     if kind == "extra_forbidden":
         *parent, name = loc
         _, section, _ = locate(tuple(parent), root)
-        names = sorted(section.model_fields)
+        # An excluded field is filled by the schema itself (a sweep parameter's name), never written.
+        names = sorted(n for n, f in section.model_fields.items() if not f.exclude)
         return f"unknown key '{key}'{did_you_mean(str(name), names)}; valid keys here: {', '.join(names)}"
     if kind in _NOT_A_MAPPING and is_section(tp):
         return f"'{key or 'top level'}' must be a mapping"
