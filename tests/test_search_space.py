@@ -10,7 +10,8 @@ import optuna
 import pytest
 import yaml
 
-from experiments.config import ConfigError, flatten, load_config, to_dict
+from experiments.config import ConfigError, flatten, load_config, options, to_dict
+from experiments.sweeps.search_schema import PRUNERS, SAMPLERS, PrunerName, SamplerName
 from experiments.sweeps.search_space import build_pruner, build_sampler, parse_search, suggest
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -61,11 +62,23 @@ def test_parse_kinds_conditions_and_defaults() -> None:
     assert isinstance(build_pruner(loss), optuna.pruners.NopPruner)
 
 
+def test_sampler_and_pruner_tables_are_keyed_by_their_choices() -> None:
+    assert list(SAMPLERS) == list(options(SamplerName))
+    assert list(PRUNERS) == list(options(PrunerName))
+
+
+def test_grace_follows_the_heartbeat_interval_unless_given() -> None:
+    slow = parse_search(search(heartbeat={"interval": 60}), WHERE)
+    assert (slow.heartbeat_interval, slow.grace_period, slow.max_retry) == (60, 180, 3)
+    forever = parse_search(search(heartbeat={"grace": 45, "max_retry": None}), WHERE)
+    assert (forever.heartbeat_interval, forever.grace_period, forever.max_retry) == (10, 45, None)
+
+
 @pytest.mark.parametrize(
     ("block", "message"),
     [
-        ("not a mapping", r"my_sweep\.yaml: search: expected a mapping"),
-        (search(samplr="tpe"), r"search: unknown key 'samplr' \(did you mean 'sampler'\?\)"),
+        ("not a mapping", r"my_sweep\.yaml: 'search' must be a mapping"),
+        (search(samplr="tpe"), r"unknown key 'search\.samplr' \(did you mean 'sampler'\?\); valid keys here: directions"),
         (search(params={}), r"search\.params: expected a mapping of config keys"),
         (params(model__hiden=[8, 16]), r"search\.params\.model\.hiden: 'model\.hiden' is not a config key \(did you mean 'model\.hidden'\?\)"),
         (params(model__head=["gap-linear", "gap_mlp"]), r"search\.params\.model\.head\.values\[1\]: 'gap_mlp' is not one of .* \(did you mean 'gap-mlp'\?\)"),
@@ -82,15 +95,20 @@ def test_parse_kinds_conditions_and_defaults() -> None:
         (search(params={"model.hidden": {"values": [8], "when": {"model.head": ["gap-mlp"]}}, "model.head": ["gap-mlp"]}), r"search\.params\.model\.hidden\.when: 'model\.head' is searched after 'model\.hidden'; list it first"),
         (search(objectives=["test/acc"]), r"search\.objectives: 'test/acc' is not a validation or explanation metric"),
         (search(objectives=["val/acc", "val/loss"], directions=["max"]), r"search\.directions: give one of maximize\|minimize per objective \(2\)"),
-        (search(sampler="bayes"), r"search\.sampler: sampler 'bayes' is not one of tpe, random, cmaes, nsga2, grid"),
+        (search(sampler="bayes"), r"search\.sampler\.name='bayes' is not one of tpe, random, cmaes, nsga2, grid"),
+        (search(sampler={"name": "TPEE"}), r"search\.sampler\.name='tpee' is not one of .* \(did you mean 'tpe'\?\)"),
         (search(sampler={"name": "tpe", "n_startup": 3}), r"search\.sampler: sampler tpe does not take these options"),
         (search(sampler={"name": "random", "seed": 3}), r"search\.sampler: set seed elsewhere \(search\.seed"),
         (search(pruner={"name": "median", "warmup": 2}), r"search\.pruner: pruner median does not take these options"),
         (search(sampler="grid"), r"search\.params\.model\.hidden: sampler grid needs values: \[\.\.\.\] for every parameter"),
         (search(sampler="grid", params={"model.head": ["gap-mlp"], "model.hidden": {"values": [8], "when": {"model.head": ["gap-mlp"]}}}), r"model\.hidden: a grid sets every parameter at every point, so 'when'"),
-        (search(n_trials=0), r"search\.n_trials: must be >= 1"),
-        (search(heartbeat={"interval": 60, "grace": 30}), r"search\.heartbeat: need interval >= 1 s and grace > interval"),
-        (search(heartbeat={"intervall": 60}), r"search\.heartbeat: unknown key 'intervall' \(did you mean 'interval'\?\)"),
+        (search(n_trials=0), r"search\.n_trials=0 is out of range; it must be >= 1"),
+        (search(objectives={"val/acc": 1}), r"search\.objectives: expected a list"),
+        (search(directions=["up"]), r"search\.directions has 'up'; choose from maximize, minimize"),
+        (search(heartbeat={"interval": 60, "grace": 30}), r"search\.heartbeat: need grace > interval \(got interval 60, grace 30\)"),
+        (search(heartbeat={"interval": 0}), r"search\.heartbeat\.interval=0 is out of range; it must be >= 1"),
+        (search(heartbeat={"max_retry": -1}), r"search\.heartbeat\.max_retry=-1 is out of range; it must be >= 0"),
+        (search(heartbeat={"intervall": 60}), r"unknown key 'search\.heartbeat\.intervall' \(did you mean 'interval'\?\)"),
     ],
 )
 def test_errors_name_the_file_and_the_key(block: Any, message: str) -> None:
@@ -174,6 +192,8 @@ def test_pruner_options_reach_optuna() -> None:
     assert isinstance(pruner, optuna.pruners.ThresholdPruner) and pruner._lower == 0.5
     assert isinstance(build_pruner(parse_search(search(pruner="hyperband"), WHERE)), optuna.pruners.HyperbandPruner)
     assert isinstance(build_pruner(parse_search(search(pruner="none"), WHERE)), optuna.pruners.NopPruner)
+    unnamed = parse_search(search(sampler={"n_startup_trials": 2}, pruner=None), WHERE)  # the default names
+    assert (unnamed.sampler, dict(unnamed.sampler_options), unnamed.pruner) == ("tpe", {"n_startup_trials": 2}, "median")
 
 
 @pytest.mark.parametrize("name", SWEEPS)
