@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.explanations.explanation import check_aopc_grid
 from callbacks.explanations.explanation_pass import explain_image_set, sample_images
+from callbacks.run_sink import SinkOf
 from datamodules.probe import ImageSet
 from experiments.config import ExplainConfig
 
@@ -27,13 +25,11 @@ class ExplainCallback(L.Callback):
         self,
         settings: ExplainConfig,
         seed: int = 0,
-        sink: Callable[[L.Trainer, str, dict[str, Any]], None] | None = None,
-        tagger: Callable[[L.Trainer, dict[str, str]], None] | None = None,
+        sink_of: SinkOf | None = None,
     ) -> None:
         self.settings = settings
         self.seed = seed
-        self.sink = sink  # writes {file name: Figure | DataFrame | bytes} under a run folder
-        self.tagger = tagger  # sets run tags (the shortcut verdict of the latest explained epoch)
+        self.sink_of = sink_of  # the trainer's run: artifacts and the shortcut verdict's tag go there
         self.probe: ImageSet | None = None
         self.seconds = 0.0  # total time spent explaining (the benchmark reads it)
 
@@ -71,11 +67,12 @@ class ExplainCallback(L.Callback):
         self.seconds += done.seconds
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        if self.sink is not None:
-            self.sink(trainer, f"explain/epoch_{trainer.current_epoch:03d}", done.artifacts())
+        sink = self.sink_of(trainer) if self.sink_of is not None else None
+        if sink is not None:
+            sink.log_objects(done.artifacts(), f"explain/epoch_{trainer.current_epoch:03d}")
         if done.alarm_tags:
             if done.explanation.verdict.alarm:
                 rank_zero_warn(f"epoch {trainer.current_epoch}: {done.explanation.verdict.sentence()}")
-            if self.tagger is not None:
-                self.tagger(trainer, done.alarm_tags)
+            if sink is not None:
+                sink.set_tags(done.alarm_tags)
         return metrics

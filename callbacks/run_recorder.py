@@ -5,36 +5,18 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 import lightning as L
-import pandas as pd
 import torch
 
 from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.run_sink import SinkOf
 from experiments.config import Config, flatten, to_dict, to_yaml
 from lightning_modules.checkpoint import slim_checkpoint
 
-
-class RunSink(Protocol):
-    """The writes a training run's callbacks make (experiments.tracking.writer.RunWriter has them)."""
-
-    run_id: str
-
-    @property
-    def uri(self) -> str: ...
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
-    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
-    def log_objects(self, objects: Mapping[str, Any], folder: str | None = None) -> None: ...
-    def log_file(self, path: str | Path, artifact_file: str) -> None: ...
-    def log_dataset(self, table: pd.DataFrame, source: str, name: str, context: str = "training") -> None: ...
-
-
-# The trainer's run on global rank 0; None on other ranks or when nothing is recorded (fast_dev_run).
-SinkOf = Callable[[L.Trainer], RunSink | None]
 # Figures of one split's outputs: (split, probabilities, targets, classes) -> {file name: Figure}.
 Figures = Callable[[str, torch.Tensor, torch.Tensor, list[str]], dict[str, Any]]
 

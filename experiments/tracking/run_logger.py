@@ -69,16 +69,3 @@ def run_writer(trainer: L.Trainer) -> RunWriter | None:
     logger = next((lg for lg in trainer.loggers if isinstance(lg, RunLogger)), None)
     return logger.writer if logger is not None and trainer.is_global_zero else None
 
-
-def log_trainer_artifacts(trainer: L.Trainer, folder: str, objects: dict[str, Any]) -> None:
-    """Write artifacts under `folder` of the trainer's run (ExplainCallback's sink)."""
-    writer = run_writer(trainer)
-    if writer is not None:
-        writer.log_objects(objects, folder)
-
-
-def set_trainer_tags(trainer: L.Trainer, tags: dict[str, str]) -> None:
-    """Set tags on the trainer's run (ExplainCallback's tagger)."""
-    writer = run_writer(trainer)
-    if writer is not None:
-        writer.set_tags(tags)

@@ -21,12 +21,7 @@ from experiments.config import Config
 from experiments.evaluation.figures import eval_figures
 from experiments.tracking import store as tracking
 from experiments.tracking import writer
-from experiments.tracking.run_logger import (
-    RunLogger,
-    log_trainer_artifacts,
-    run_writer,
-    set_trainer_tags,
-)
+from experiments.tracking.run_logger import RunLogger, run_writer
 from lightning_modules.backbones import default_input_size
 from lightning_modules.classifier import CXRClassifier
 
@@ -160,7 +155,7 @@ def train(
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
     explainers = (
-        [ExplainCallback(cfg.explain, cfg.seed, log_trainer_artifacts, set_trainer_tags)] if cfg.explain.enabled else []
+        [ExplainCallback(cfg.explain, cfg.seed, run_writer)] if cfg.explain.enabled else []
     )
     trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
