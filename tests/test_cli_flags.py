@@ -38,3 +38,16 @@ def test_old_spelling_is_a_hidden_alias(tmp_path, capsys) -> None:
         main(["data", "phantom", "--help"])
     text = capsys.readouterr().out
     assert "--n_per_class" in text and "--n-per-class" not in text
+
+
+def test_each_old_spelling_still_reaches_its_flag() -> None:
+    from experiments.cli.flags import OLD_SPELLINGS
+
+    hidden = {
+        flag
+        for _, parser in _commands(build_parser())
+        for action in parser._actions if action.help == argparse.SUPPRESS
+        for flag in action.option_strings
+    }
+    assert set(OLD_SPELLINGS) <= hidden
+    assert "--print-config" not in hidden  # never spelled so: no alias invented for it

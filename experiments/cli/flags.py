@@ -78,9 +78,16 @@ class _OldSpelling(argparse.Action):
         self.new(parser, ns, values, option_string)
 
 
+# The hyphenated flags of version 0.1; each is accepted, with a warning, until the next release.
+OLD_SPELLINGS = (
+    "--n-trials", "--study-name", "--n-per-class", "--max-per-class", "--n-boot", "--lung-mask",
+    "--backend-store-uri",
+)
+
+
 def keep_old_spellings(parser: argparse.ArgumentParser) -> None:
-    """Accept `--n-trials` for `--n_trials` (every flag of `parser` whose name has an underscore)."""
+    """Accept each OLD_SPELLINGS flag for its underscore spelling where `parser` has that flag."""
     for action in list(parser._actions):
         for flag in action.option_strings:
-            if flag.startswith("--") and "." not in flag and "_" in flag:
-                parser._add_action(_OldSpelling([flag.replace("_", "-")], action.dest, action))
+            if (old := flag.replace("_", "-")) in OLD_SPELLINGS:
+                parser._add_action(_OldSpelling([old], action.dest, action))
