@@ -48,15 +48,15 @@ def params(**changes: Any) -> dict[str, Any]:
 
 def test_parse_kinds_conditions_and_defaults() -> None:
     spec = parse_search(search(), WHERE)
-    by = {p.name: p for p in spec.params}
-    assert [p.name for p in spec.params] == list(search()["params"])  # YAML order = suggest order
+    by = spec.params
+    assert list(spec.params) == list(search()["params"])  # YAML order = suggest order
     assert by["model.head"].kind == "categorical" and by["model.head"].values == ("gap-linear", "gap-mlp", "maxpool-mlp")
     assert (by["model.hidden"].kind, by["model.hidden"].low, by["model.hidden"].high, by["model.hidden"].step) == ("int", 16, 256, 16)
     assert by["model.lr"].kind == "float" and by["model.lr"].low == pytest.approx(1e-5) and by["model.lr"].log
     assert dict(by["model.hidden"].when) == {"model.head": ("gap-mlp", "maxpool-mlp")}
-    assert spec.directions == ("maximize",) and spec.sampler == "tpe" and spec.pruner == "median"
+    assert spec.directions == ("maximize",) and spec.sampler.name == "tpe" and spec.pruner.name == "median"
     assert spec.pruned and not spec.multi_objective
-    assert (spec.heartbeat_interval, spec.grace_period, spec.max_retry) == (10, 30, 3)  # launchers re-queue at once; grace is the fallback
+    assert (spec.heartbeat.interval, spec.heartbeat.grace, spec.heartbeat.max_retry) == (10, 30, 3)  # launchers re-queue at once; grace is the fallback
     loss = parse_search(search(objectives=["val/loss", "explain/aopc_gap"]), WHERE)
     assert loss.directions == ("minimize", "maximize") and loss.multi_objective and not loss.pruned
     assert isinstance(build_pruner(loss), optuna.pruners.NopPruner)
@@ -69,9 +69,9 @@ def test_sampler_and_pruner_tables_are_keyed_by_their_choices() -> None:
 
 def test_grace_follows_the_heartbeat_interval_unless_given() -> None:
     slow = parse_search(search(heartbeat={"interval": 60}), WHERE)
-    assert (slow.heartbeat_interval, slow.grace_period, slow.max_retry) == (60, 180, 3)
+    assert (slow.heartbeat.interval, slow.heartbeat.grace, slow.heartbeat.max_retry) == (60, 180, 3)
     forever = parse_search(search(heartbeat={"grace": 45, "max_retry": None}), WHERE)
-    assert (forever.heartbeat_interval, forever.grace_period, forever.max_retry) == (10, 45, None)
+    assert (forever.heartbeat.interval, forever.heartbeat.grace, forever.heartbeat.max_retry) == (10, 45, None)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_pruner_options_reach_optuna() -> None:
     assert isinstance(build_pruner(parse_search(search(pruner="hyperband"), WHERE)), optuna.pruners.HyperbandPruner)
     assert isinstance(build_pruner(parse_search(search(pruner="none"), WHERE)), optuna.pruners.NopPruner)
     unnamed = parse_search(search(sampler={"n_startup_trials": 2}, pruner=None), WHERE)  # the default names
-    assert (unnamed.sampler, dict(unnamed.sampler_options), unnamed.pruner) == ("tpe", {"n_startup_trials": 2}, "median")
+    assert (unnamed.sampler.name, unnamed.sampler.options, unnamed.pruner.name) == ("tpe", {"n_startup_trials": 2}, "median")
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -203,12 +203,12 @@ def test_shipped_sweeps_parse(name: str) -> None:
     spec = parse_search(raw["search"], str(path))
     assert load_config(path, extra_sections=("search",)).tracking.experiment == raw["tracking"]["experiment"]
     if name == "sweep_backbones":
-        assert spec.sampler == "grid" and spec.grid_size() == 5 * 2 * 2 and not spec.pruned
+        assert spec.sampler.name == "grid" and spec.grid_size() == 5 * 2 * 2 and not spec.pruned
         assert load_config(path, extra_sections=("search",)).data.folds == 4
     if name == "sweep_aopc_pair":
         assert spec.objectives == ("val/disease_recall", "explain/aopc_gap") and not spec.pruned
     if name == "phantom_sweep":
-        assert spec.sampler == "tpe" and spec.pruner == "median" and spec.pruned
+        assert spec.sampler.name == "tpe" and spec.pruner.name == "median" and spec.pruned
     if name == "phantom_shortcut_sweep":
         assert spec.objectives == ("val/macro_f1", "explain/border_focus")
         assert spec.directions == ("maximize", "minimize") and spec.multi_objective and not spec.pruned

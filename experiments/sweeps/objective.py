@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from callbacks.pruning import PruneOnValidation
 from experiments.config import Config, flatten, from_dict, set_dotted, to_dict
 from experiments.sweeps import trial_runs as sweep_tracking
-from experiments.sweeps.search_space import SweepSpec, suggest
+from experiments.sweeps.search_schema import SearchConfig
+from experiments.sweeps.search_space import suggest
 from experiments.tracking.writer import RunWriter
 from experiments.training.train import resolve, run_tags, train
 
@@ -53,7 +54,7 @@ def objective_values(metrics: Mapping[str, float], objectives: Sequence[str]) ->
 class TrialContext:
     """What every trial of one worker shares."""
 
-    spec: SweepSpec
+    spec: SearchConfig
     base_raw: dict[str, Any]  # the YAML (search block dropped) with the command-line overrides
     base_flat: dict[str, Any]  # the validated base config, flattened (for `when` conditions)
     where: str

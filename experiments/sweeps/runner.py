@@ -44,8 +44,8 @@ from experiments.config import (
 )
 from experiments.sweeps import recovery as sweep_recovery
 from experiments.sweeps import trial_runs as sweep_tracking
+from experiments.sweeps.search_schema import SearchConfig
 from experiments.sweeps.search_space import (
-    SweepSpec,
     build_pruner,
     build_sampler,
     corner_points,
@@ -62,7 +62,7 @@ from experiments.training.checks import check_config
 class LoadedSweep:
     """A sweep YAML: the parsed search block and the base training config (overrides applied)."""
 
-    spec: SweepSpec
+    spec: SearchConfig
     base_raw: dict[str, Any]
     base: Config
     where: str
@@ -107,7 +107,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Loa
         )
     spec = parse_search(raw.pop("search"), str(path))
     overrides = overrides or {}
-    clash = sorted({p.name for p in spec.params} & overrides.keys())
+    clash = sorted(spec.params.keys() & overrides.keys())
     if clash:
         raise ConfigError(f"{path}: {', '.join(clash)} searched in search.params; drop the override or the parameter")
     for key, value in overrides.items():
@@ -118,7 +118,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Loa
     return LoadedSweep(spec, raw, base, where)
 
 
-def check_search_space(spec: SweepSpec, raw: dict[str, Any], where: str) -> None:
+def check_search_space(spec: SearchConfig, raw: dict[str, Any], where: str) -> None:
     """Validate the config of every combination the study can sample (ranges at both ends)."""
     flat = flatten(raw)
     for point in corner_points(spec, flat):
@@ -156,11 +156,11 @@ def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStor
     return study, created
 
 
-def trial_budget(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> int | None:
+def trial_budget(study: optuna.Study, spec: SearchConfig, n_trials: int | None) -> int | None:
     """New trials for this launch: --n_trials, else search.n_trials; a grid is capped at the
     points not yet run (plus re-queued trials, which run first)."""
     n = n_trials if n_trials is not None else spec.n_trials
-    if spec.sampler != "grid":
+    if spec.sampler.name != "grid":
         return n
     grid = spec.grid()
     trials = study.get_trials(deepcopy=False)
@@ -222,7 +222,7 @@ def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
     spec = loaded.spec
     client = MlflowClient(plan.tracking_uri)
     storage = open_storage(
-        plan.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry,
+        plan.storage, spec.heartbeat.interval, spec.heartbeat.grace, spec.heartbeat.max_retry,
         on_stale=sweep_tracking.stale_run_closer(client),
     )
     study = optuna.load_study(
@@ -385,21 +385,21 @@ def _spawn_workers(
 def _parent_params(loaded: LoadedSweep, name: str, storage: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The parent run's params: the sweep settings, the search space and the shared base config."""
     spec = loaded.spec
-    searched = {p.name for p in spec.params}
+    searched = set(spec.params)
     params: dict[str, Any] = {
         "sweep.study_name": name,
         "sweep.storage": redact(storage),
         "sweep.config": loaded.where,
         "sweep.objectives": ",".join(spec.objectives),
         "sweep.directions": ",".join(spec.directions),
-        "sweep.sampler": spec.sampler,
-        "sweep.sampler_options": json.dumps(dict(spec.sampler_options), default=str),
-        "sweep.pruner": spec.pruner if spec.pruned else "none",
-        "sweep.pruner_options": json.dumps(dict(spec.pruner_options), default=str),
+        "sweep.sampler": spec.sampler.name,
+        "sweep.sampler_options": json.dumps(spec.sampler.options, default=str),
+        "sweep.pruner": spec.pruner.name if spec.pruned else "none",
+        "sweep.pruner_options": json.dumps(spec.pruner.options, default=str),
         "sweep.seed": spec.seed,
         "sweep.overrides": json.dumps(overrides, default=str),
     }
-    for p in spec.params:
+    for p in spec.params.values():
         shape = list(p.values) if p.kind == "categorical" else f"{p.kind}[{p.low}, {p.high}]" + (" log" if p.log else "")
         params[f"search.{p.name}"] = f"{shape}" + (f" when {dict(p.when)}" if p.when else "")
     base = {k: v for k, v in flatten(to_dict(loaded.base)).items() if k not in searched}
@@ -432,7 +432,7 @@ def run_sweep(
     storage = storage or default_storage(name)
     devices = worker_devices(workers, gpus)
     _check_bounds(loaded, storage, len(devices), n_trials, timeout)
-    study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry))
+    study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat.interval, spec.heartbeat.grace, spec.heartbeat.max_retry))
     limit = trial_budget(study, spec, n_trials)
     outcome = SweepOutcome(name, storage, None, 0)
     if limit == 0:
@@ -457,7 +457,7 @@ def run_sweep(
     print(f"cxrlab sweep: study {name!r} ({redact(storage)}), {limit if limit is not None else 'unbounded'} new "
           f"trial(s) from #{before}, {len(devices)} worker(s): {where}; MLflow parent run {parent}")
     try:
-        _run_workers(plan, devices, limit, study, client, spec.max_retry, outcome)
+        _run_workers(plan, devices, limit, study, client, spec.heartbeat.max_retry, outcome)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -476,7 +476,7 @@ def _check_bounds(loaded: LoadedSweep, storage: str, workers: int, n_trials: int
             f"--storage {storage}: SQLite is for one worker; use the default journal file or postgresql:// "
             f"for --workers {workers}"
         )
-    if timeout is None and n_trials is None and loaded.spec.n_trials is None and loaded.spec.sampler != "grid":
+    if timeout is None and n_trials is None and loaded.spec.n_trials is None and loaded.spec.sampler.name != "grid":
         raise ValueError(f"{loaded.where}: set search.n_trials, --n_trials or --timeout to bound the sweep")
 
 

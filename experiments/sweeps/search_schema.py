@@ -9,6 +9,7 @@ messages (experiments.config.messages), naming the file and the key.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, ClassVar, Literal, get_origin
@@ -100,7 +101,7 @@ def _typed_conditions(when: Any, name: str, where: str) -> dict[str, tuple[Any, 
 class Strict(BaseModel):
     """A part of the search block: unknown keys are errors; numbers may name a study."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
 
 
 class Param(Strict):
@@ -315,6 +316,24 @@ class SearchConfig(Strict):
                         "does not apply; drop it or use another sampler"
                     )
         return self
+
+    @property
+    def multi_objective(self) -> bool:
+        """More than one objective: a Pareto front, and no pruning (Optuna cannot prune it)."""
+        return len(self.objectives) > 1
+
+    @property
+    def pruned(self) -> bool:
+        """Whether trials report intermediate values and may be pruned."""
+        return not self.multi_objective and self.pruner.name != "none"
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The fixed grid of a `sampler: grid` study (every parameter's values)."""
+        return {key: list(p.values) for key, p in self.params.items()}
+
+    def grid_size(self) -> int:
+        """Number of points of the fixed grid."""
+        return math.prod(len(p.values) for p in self.params.values())
 
 
 def _named_param(key: str, raw: Any) -> dict[str, Any]:
