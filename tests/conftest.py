@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,22 @@ from experiments.config import Config, load_config
 # Test tensors are tiny, so a second intra-op thread buys nothing; on a busy 2-core runner
 # OpenMP spin-waiting made small convolutions 10-50x slower with two threads than with one.
 torch.set_num_threads(1)
+
+# At its peak the fast suite holds ~6 GB of real checkpoints under the pytest basetemp.
+NEEDED_DISK_GB = 8
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One line up front when the disk is too full for the suite, instead of ENOSPC mid-run."""
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if free < NEEDED_DISK_GB and reporter is not None:
+        reporter.write_line(
+            f"WARNING: {free:.1f} GB free under {tempfile.gettempdir()}; the suite needs about {NEEDED_DISK_GB} GB "
+            "for checkpoints. Free space (old pytest-of-* folders) or set TMPDIR to a roomier disk.",
+            yellow=True,
+        )
+
 
 # Learning tests train with this seed; run them with CXRLAB_LEARNING_SEED=1..4 as well to check
 # that their margins hold across seeds (and so across CPUs whose float kernels differ).
