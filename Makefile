@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned: the versions this project is built and tested with.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev,timm,dicom]"
+	# The editable install maps cxrlab.* onto the folders here; setuptools' caution about a folder
+	# named like the package (cxrlab/, which is that package) asks nothing of the user.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[dev,timm,dicom]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install cxrlab with dev extras

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from callbacks.explanations.aopc import aopc
-from callbacks.explanations.display import minmax, upsample
-from callbacks.explanations.eigen import eigen_heatmaps
-from callbacks.explanations.gradcam import grad_cam, resolve_layer
+from benchmarks.reference_aopc import reference_aopc
+from cxrlab.callbacks.explanations.aopc import aopc
+from cxrlab.callbacks.explanations.display import minmax, upsample
+from cxrlab.callbacks.explanations.eigen import eigen_heatmaps
+from cxrlab.callbacks.explanations.gradcam import grad_cam, resolve_layer
 
 # torchvision name -> Grad-CAM target layer (the last conv stage, as pytorch-grad-cam suggests)
 BACKBONES = {
@@ -118,35 +119,6 @@ def grad_cam_speed(setup: Setup) -> Result:
     )
 
 
-def loop_aopc(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
-    region: int, steps: int, sigma: float, seed: int,
-) -> float:
-    """AOPC the way a per-image loop computes it: one forward pass per perturbed image."""
-    height, width = images.shape[-2:]
-    boxes = [(r, c) for r in range(0, height, region) for c in range(0, width, region)]
-    gen = torch.Generator().manual_seed(seed)
-    scores = []
-    with torch.no_grad():
-        for x, y, h in zip(images, labels, heatmaps, strict=True):
-            p0 = model(x[None]).softmax(dim=1)[0]
-            cls = int(p0.argmax())
-            if cls != int(y):
-                continue
-            up = F.interpolate(h[None, None], size=(height, width), mode="bilinear",
-                               align_corners=False)[0, 0]
-            mass = torch.stack([up[r:r + region, c:c + region].sum() for r, c in boxes])
-            noise = torch.randn(x.shape, generator=gen).to(x.device)
-            noisy = (x + sigma * noise).clamp(0.0, 1.0)
-            xk, total = x.clone(), 0.0
-            for k in mass.argsort(descending=True)[:steps].tolist():
-                r, c = boxes[k]
-                xk[:, r:r + region, c:c + region] = noisy[:, r:r + region, c:c + region]
-                total += float(p0[cls] - model(xk[None]).softmax(dim=1)[0, cls])
-            scores.append(total / (steps + 1))
-    return float(np.mean(scores))
-
-
 def aopc_speed(setup: Setup) -> Result:
     """AOPC images/s (noise, 10 steps, region 34): batched vs one forward per perturbed image."""
     a = setup.args
@@ -156,7 +128,13 @@ def aopc_speed(setup: Setup) -> Result:
     settings = {"region": a.region, "steps": a.steps, "sigma": 0.1, "seed": 0}
     device = setup.images.device
     ours = best_seconds(lambda: aopc(setup.model, setup.images, labels, heatmaps, batch_size=64, **settings), 1, device)
-    loop = best_seconds(lambda: loop_aopc(setup.model, setup.images, labels, heatmaps, **settings), 1, device)
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.1 * torch.randn(x.shape, generator=gen).to(x.device)).clamp(0.0, 1.0)
+
+    loop = best_seconds(lambda: reference_aopc(
+        setup.model, setup.images, labels, heatmaps, a.region, a.steps, noisy), 1, device)
     n = len(setup.images)
     return Result("aopc", "images/s", n / ours, n / loop, "per-image per-step loop")
 
@@ -192,9 +170,9 @@ def eigen_speed(setup: Setup) -> Result:
 
 def callback_share(setup: Setup) -> Result:
     """ExplainCallback seconds vs the epoch's own train+validation seconds, default explain settings."""
-    from datamodules.phantom import generate_phantom
-    from experiments.config import load_config
-    from experiments.training.train import train
+    from cxrlab.config import load_config
+    from cxrlab.datamodules.phantom import generate_phantom
+    from cxrlab.experiments.training.train import train
 
     a = setup.args
     timer = EpochClock()

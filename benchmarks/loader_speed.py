@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from datamodules.datamodule import CXRDataset
-from datamodules.decode_cache import DecodeCache
-from datamodules.images import DEFAULT_DECODING
-from datamodules.transforms import eval_transform
+from cxrlab.datamodules.datamodule import CXRDataset
+from cxrlab.datamodules.decode_cache import DecodeCache
+from cxrlab.datamodules.images import DEFAULT_DECODING
+from cxrlab.datamodules.transforms import eval_transform
 
 
 def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:

@@ -10,7 +10,7 @@ import resource
 import tempfile
 import time
 
-from datamodules.phantom import PHANTOM_CLASSES, generate_phantom
+from cxrlab.datamodules.phantom import PHANTOM_CLASSES, generate_phantom
 
 
 def _cpu_seconds() -> float:

@@ -19,9 +19,9 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from datamodules.phantom import generate_phantom
-from experiments.sweeps.runner import run_sweep, visible_gpus
-from experiments.sweeps.storage import open_storage
+from cxrlab.datamodules.phantom import generate_phantom
+from cxrlab.experiments.sweeps.runner import run_sweep, visible_gpus
+from cxrlab.experiments.sweeps.storage import open_storage
 
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "phantom_sweep.yaml"
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiments.config import Config, load_config
-from experiments.training.train import precision_for
-from lightning_modules.classifier import CXRClassifier
+from cxrlab.config import Config, load_config
+from cxrlab.experiments.training.train import precision_for
+from cxrlab.lightning_modules.classifier import CXRClassifier
 
 
 def build_model(

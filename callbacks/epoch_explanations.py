@@ -6,11 +6,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.explanations.explanation import check_aopc_grid
-from callbacks.explanations.explanation_pass import explain_image_set, sample_images
-from callbacks.run_sink import SinkOf
-from datamodules.probe import ImageSet
-from experiments.config import ExplainConfig
+from cxrlab.callbacks.explanations.aopc import check_grid
+from cxrlab.callbacks.explanations.explanation_pass import explain_image_set, sample_images
+from cxrlab.callbacks.run_sink import SinkOf
+from cxrlab.config import ExplainConfig
+from cxrlab.datamodules.probe import ImageSet
 
 
 class ExplainCallback(L.Callback):
@@ -36,7 +36,8 @@ class ExplainCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # On every rank, before training: failing later on rank 0 alone would leave the others
         # waiting in the metrics broadcast.
-        check_aopc_grid(pl_module.input_size, self.settings.aopc.region, self.settings.aopc.steps)
+        size = pl_module.input_size
+        check_grid(size, size, self.settings.aopc.region, self.settings.aopc.steps)
         if trainer.is_global_zero:
             dm = trainer.datamodule
             self.probe = sample_images(pl_module, dm.split_table("val"), self.settings.probe_per_class, self.seed, dm.data)

@@ -12,10 +12,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks.last_checkpoint import LastCheckpoint
-from callbacks.run_sink import SinkOf
-from experiments.config import Config, flatten, to_dict, to_yaml
-from lightning_modules.checkpoint import slim_checkpoint
+from cxrlab.callbacks.last_checkpoint import LastCheckpoint
+from cxrlab.callbacks.run_sink import SinkOf
+from cxrlab.config import Config, flatten, to_dict, to_yaml
+from cxrlab.lightning_modules.checkpoint import slim_checkpoint
 
 # Figures of one split's outputs: (split, probabilities, targets, classes) -> {file name: Figure}.
 Figures = Callable[[str, torch.Tensor, torch.Tensor, list[str]], dict[str, Any]]
@@ -72,7 +72,8 @@ class RunRecorder(L.Callback):
         if len(dm.skipped):
             files["skipped_images.csv"] = dm.skipped
         sink.log_objects(files)
-        sink.log_metrics({"data/skipped_images": len(dm.skipped)})
+        if not self.resumed_from:  # one value at step 0: the first attempt logged it
+            sink.log_metrics({"data/skipped_images": len(dm.skipped)})
         sink.log_dataset(
             table[["path", "label", "patient_id", "split"]], str(self.config.data.root), str(table["source"].iloc[0])
         )

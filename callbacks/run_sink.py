@@ -1,5 +1,6 @@
-"""RunSink: the writes callbacks make to their training run, handed to them by the training runner
-(experiments.tracking.writer.RunWriter has them; callbacks sit below tracking and do not import it)."""
+"""RunSink: the writes callbacks make to their training run. The one MLflow writer
+(cxrlab.experiments.tracking.writer.RunWriter) implements it by subclassing it, and the training
+runner hands that writer to the callbacks, which sit below tracking and do not import it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 
 class RunSink(Protocol):
-    """The writes a training run's callbacks make (experiments.tracking.writer.RunWriter has them)."""
+    """The writes a training run's callbacks make; RunWriter is the implementation."""
 
     run_id: str
 

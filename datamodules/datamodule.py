@@ -13,13 +13,14 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.decode_cache import DecodeCache
-from datamodules.image_header import small_images
-from datamodules.images import DEFAULT_DECODING, Decoding, read_image
-from datamodules.sources import load_source, resolve_classes, select_labels
-from datamodules.sources.screen import strict_error
-from datamodules.sources.table import SKIPPED_COLUMNS
-from datamodules.splits import (
+from cxrlab.config import DataConfig
+from cxrlab.datamodules.decode_cache import DecodeCache
+from cxrlab.datamodules.image_header import small_images
+from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image
+from cxrlab.datamodules.sources import load_source, resolve_classes, select_labels
+from cxrlab.datamodules.sources.screen import strict_error
+from cxrlab.datamodules.sources.table import SKIPPED_COLUMNS
+from cxrlab.datamodules.splits import (
     TRAIN_BALANCE,
     class_weights,
     downsample,
@@ -29,8 +30,7 @@ from datamodules.splits import (
     oversample_index,
     split_leaks,
 )
-from datamodules.transforms import eval_transform, train_transform
-from experiments.config import DataConfig
+from cxrlab.datamodules.transforms import eval_transform, train_transform
 
 
 class CXRDataset(Dataset):

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from filelock import FileLock
 
-from datamodules.images import Decoding, read_image
-from datamodules.transforms import eval_transform
+from cxrlab.datamodules.images import Decoding, read_image
+from cxrlab.datamodules.transforms import eval_transform
 
 FORMAT = 1  # bump when the stored bytes change meaning
 INDEX_SECONDS = 30.0  # between index writes while building, so an interrupted build keeps its work

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from datamodules.images import DICOM_SUFFIXES
+from cxrlab.datamodules.images import DICOM_SUFFIXES
 
 # PIL modes -> bits per sample ("I;16" PNGs are 16-bit grayscale, "1" is bilevel).
 _BITS = {"1": 1, "L": 8, "P": 8, "LA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,

@@ -19,11 +19,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from datamodules.image_header import read_header
-from datamodules.images import Decoding, read_image
-from datamodules.sources import load_source
-from datamodules.splits import split_leaks
-from experiments.config import DataConfig
+from cxrlab.config import DataConfig
+from cxrlab.datamodules.image_header import read_header
+from cxrlab.datamodules.images import Decoding, read_image
+from cxrlab.datamodules.sources import load_source
+from cxrlab.datamodules.splits import split_leaks
 
 NUMERIC = {"file_kb": "file size (KB)", "width": "width (px)", "height": "height (px)"}
 CATEGORICAL = {"bits": "bit depth", "mode": "mode"}

@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from datamodules.images import DEFAULT_DECODING, Decoding, read_image, read_mask
-from datamodules.transforms import crop_margin, eval_transform
+from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image, read_mask
+from cxrlab.datamodules.transforms import crop_margin, eval_transform
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from experiments.config import Balance
+from cxrlab.config import Balance
 
 SPLIT_NAMES = ("train", "val", "test")
 

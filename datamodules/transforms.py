@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-from experiments.config import AugmentConfig
+from cxrlab.config import AugmentConfig
 
 
 def crop_margin(x: torch.Tensor, frac: float) -> torch.Tensor:

@@ -18,14 +18,23 @@
 #SBATCH --mem=32G
 #SBATCH --time=24:00:00
 #SBATCH --output=cxrlab-sweep-%A_%a.out
+# Pre-emption: SIGUSR1 90 s before the time limit; Lightning's SLURM support then saves an HPC
+# checkpoint and requeues the task (scontrol requeue), which resumes from it. SIGTERM without it
+# ends the training KILLED with exit 143 and a resumable last.ckpt.
+#SBATCH --signal=USR1@90
+#SBATCH --requeue
 set -euo pipefail
 : "${CXRLAB_STORAGE:?export CXRLAB_STORAGE=postgresql+psycopg2://USER@HOST:5432/DB (password: ~/.pgpass or PGPASSWORD)}"
 : "${MLFLOW_TRACKING_URI:?export MLFLOW_TRACKING_URI=http://HOST:5000 (the MLflow server every task records into)}"
 : "${DATA:?export DATA=/path/to/the/dataset (the same path on every node)}"
-if [[ "$CXRLAB_STORAGE" =~ ://[^/@:]+:[^@]+@ ]]; then
-  echo "slurm_sweep.sh: CXRLAB_STORAGE holds a password; put it in ~/.pgpass or PGPASSWORD instead" >&2
-  exit 2
-fi
+# A password in any form (user:PW@, :PW@ with no user, ?password=PW) is refused before it can
+# reach a command line, where every user of the node sees it.
+for url in "$CXRLAB_STORAGE" "$MLFLOW_TRACKING_URI"; do
+  if [[ "$url" =~ ://[^/?#]*:[^/?#]*@ ]] || [[ "$url" =~ [?\&]([sS][sS][lL])?([pP][aA][sS][sS][wW][oO][rR][dD]|[pP][aA][sS][sS][wW][dD]|[pP][wW][dD])= ]]; then
+    echo "slurm_sweep.sh: a URL holds a password; put it in ~/.pgpass or PGPASSWORD (an MLflow server login: MLFLOW_TRACKING_PASSWORD)" >&2
+    exit 2
+  fi
+done
 # The project's virtual environment, copied to (or shared with) every node.
 if [ -n "${CXRLAB_VENV:-}" ]; then source "$CXRLAB_VENV/bin/activate"; fi
 

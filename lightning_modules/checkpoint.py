@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from experiments.config import Config, first_line, from_dict
-from lightning_modules.classifier import CXRClassifier
+from cxrlab.config import Config, first_line, from_dict
+from cxrlab.lightning_modules.classifier import CXRClassifier
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

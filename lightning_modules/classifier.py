@@ -16,11 +16,12 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from experiments.config import Config, to_dict
-from lightning_modules.backbones import build_backbone
-from lightning_modules.finetune import apply_finetune
-from lightning_modules.heads import build_head
-from lightning_modules.optimisation import configure_optimisation
+from cxrlab.config import Config, to_dict
+from cxrlab.lightning_modules.backbones import build_backbone
+from cxrlab.lightning_modules.eval_mode import eval_mode
+from cxrlab.lightning_modules.finetune import apply_finetune
+from cxrlab.lightning_modules.heads import build_head
+from cxrlab.lightning_modules.optimisation import configure_optimisation
 
 NORMAL_NAMES = {"normal", "healthy", "no finding", "no_finding", "negative"}
 
@@ -40,7 +41,7 @@ class CXRClassifier(L.LightningModule):
         super().__init__()
         # The whole resolved config travels in the checkpoint, so a checkpoint rebuilds the model
         # and its preprocessing on its own; as plain data, so weights_only=True loading reads it
-        # (lightning_modules.checkpoint turns it back into a Config).
+        # (cxrlab.lightning_modules.checkpoint turns it back into a Config).
         self.save_hyperparameters(  # RunRecorder logs flattened, dotted params
             {"config": to_dict(config), "classes": list(classes), "class_weights": class_weights}, logger=False
         )
@@ -54,8 +55,8 @@ class CXRClassifier(L.LightningModule):
         self.input_size = int(config.data.image_size or bb.input_size)
         self.register_buffer("mean", torch.tensor(bb.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(bb.std).view(1, 3, 1, 1), persistent=False)
-        feature_hw = self._probe_feature_hw() if m.head == "maxpool-mlp" or bb.name.startswith("timm:") else None
-        self.head = build_head(m.head, bb.channels, len(classes), m.hidden, m.pool, m.dropout, feature_hw)
+        # Heads that keep positions (maxpool-mlp) size themselves by the feature map.
+        self.head = build_head(m, bb.channels, len(classes), self._probe_feature_hw())
         self._frozen_norms = apply_finetune(self.backbone, bb.blocks, m.finetune)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
@@ -81,11 +82,8 @@ class CXRClassifier(L.LightningModule):
         )
 
     def _probe_feature_hw(self) -> tuple[int, int]:
-        was_training = self.backbone.training
-        self.backbone.eval()
-        with torch.no_grad():
+        with eval_mode(self.backbone), torch.no_grad():
             out = self.backbone(torch.zeros(1, 3, self.input_size, self.input_size))
-        self.backbone.train(was_training)
         if out.ndim != 4:
             raise ValueError(
                 f"model.backbone={self.config.model.backbone!r} returns {out.ndim}-D features; "

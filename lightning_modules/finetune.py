@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from experiments.config import FinetuneFixed, finetune_options, last_n
+from cxrlab.config import FinetuneFixed, finetune_options, last_n
 
 # Whether each fixed policy trains the whole backbone (frozen trains none of it); last:N trains
 # from block[-N] on.

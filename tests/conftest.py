@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from servers import mlflow_server, postgres  # noqa: F401 (fixtures: throwaway PostgreSQL / MLflow server)
 
-from datamodules.images import read_image
-from datamodules.transforms import eval_transform
-from experiments.config import Config, load_config
+from cxrlab.config import Config, load_config
+from cxrlab.datamodules.images import read_image
+from cxrlab.datamodules.transforms import eval_transform
 
 # Test tensors are tiny, so a second intra-op thread buys nothing; on a busy 2-core runner
 # OpenMP spin-waiting made small convolutions 10-50x slower with two threads than with one.

@@ -1,4 +1,4 @@
-"""Tests for callbacks.explanations.aopc: MoRF vs random, a reference loop, exclusion, formula, seeding, batching."""
+"""Tests for cxrlab.callbacks.explanations.aopc: MoRF vs random, a reference loop, exclusion, formula, seeding, batching."""
 
 import math
 import time
@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from callbacks.explanations.aopc import SoftmaxForward, aopc, aopc_with_baseline
+from benchmarks.reference_aopc import reference_aopc
+from cxrlab.callbacks.explanations.aopc import SoftmaxForward, aopc, aopc_with_baseline
 
 
 class RegionModel(nn.Module):
@@ -52,32 +52,6 @@ def region_data(n: int = 6, seed: int = 0):
     return images, torch.ones(n, dtype=torch.long), heatmaps
 
 
-def reference_zero_aopc(model, images, labels, heatmaps, region, steps):
-    """Per-image, per-step loop: zero the most relevant regions one at a time."""
-    height, width = images.shape[-2:]
-    boxes = [(r, c) for r in range(0, height, region) for c in range(0, width, region)]
-    rows = []
-    with torch.no_grad():
-        for x, y, h in zip(images, labels, heatmaps, strict=True):
-            p0 = model(x[None]).softmax(dim=1)[0]
-            cls = int(p0.argmax())
-            if cls != int(y):
-                continue
-            up = F.interpolate(h[None, None].double(), size=(height, width), mode="bilinear",
-                               align_corners=False)[0, 0]
-            mass = [float(up[r:r + region, c:c + region].sum()) for r, c in boxes]
-            ranked = sorted(range(len(boxes)), key=lambda i: -mass[i])
-            xk, fs = x.clone(), [float(p0[cls])]
-            for k in range(steps):
-                r, c = boxes[ranked[k]]
-                xk[:, r:r + region, c:c + region] = 0.0
-                fs.append(float(model(xk[None]).softmax(dim=1)[0, cls]))
-            rows.append(fs)
-    f = np.array(rows)
-    curve = np.array([(f[:, :1] - f[:, :L + 1]).sum(1).mean() / (L + 1) for L in range(steps + 1)])
-    return f, curve
-
-
 # noise barely moves a mean-intensity model, so it gets a softer model and a smaller margin
 @pytest.mark.parametrize(("perturb", "gain", "margin"), [("zero", 20, 0.5), ("mean", 20, 0.15),
                                                          ("noise", 5, 0.02)])
@@ -101,7 +75,7 @@ def test_zero_perturbation_matches_reference_loop():
     labels = model(images).argmax(1)
     labels[2] = (labels[2] + 1) % 3  # one wrong label: the reference skips it too
     res = aopc(model, images, labels, heatmaps, region=6, steps=9, perturb="zero", batch_size=5)
-    f_ref, curve_ref = reference_zero_aopc(model, images, labels, heatmaps, region=6, steps=9)
+    f_ref, curve_ref = reference_aopc(model, images, labels, heatmaps, region=6, steps=9, replacement=torch.zeros_like)
     np.testing.assert_allclose(res.f, f_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.curve, curve_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.per_image, (f_ref[:, :1] - f_ref).sum(1) / 10, atol=1e-12)

@@ -11,14 +11,15 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_modules.backbones import (
+from cxrlab.config import ModelConfig
+from cxrlab.lightning_modules.backbones import (
     backbone_names,
     build_backbone,
     check_backbone_name,
     default_input_size,
 )
-from lightning_modules.classifier import CXRClassifier
-from lightning_modules.heads import build_head
+from cxrlab.lightning_modules.classifier import CXRClassifier
+from cxrlab.lightning_modules.heads import build_head
 
 CLASSES = ["covid", "normal", "pneumonia"]
 # inception_v3's stem needs >= 75 px; every other registry backbone runs at 64.
@@ -116,10 +117,10 @@ def test_unknown_timm_model_suggests() -> None:
 
 def test_heads_shapes() -> None:
     feats = torch.rand(2, 32, 9, 13)
-    gap = build_head("gap-linear", 32, 4)
-    mlp = build_head("gap-mlp", 32, 4, hidden=16)
+    gap = build_head(ModelConfig(head="gap-linear"), 32, 4)
+    mlp = build_head(ModelConfig(head="gap-mlp", hidden=16), 32, 4)
     # maxpool-mlp: 9x13 pooled by 4 -> 2x3 cells of 32 channels = 192 inputs to the hidden layer.
-    mp = build_head("maxpool-mlp", 32, 4, hidden=16, pool=4, feature_hw=(9, 13))
+    mp = build_head(ModelConfig(head="maxpool-mlp", hidden=16, pool=4), 32, 4, feature_hw=(9, 13))
     assert mp[2].in_features == 32 * 2 * 3 and mp[2].out_features == 16
     assert mlp[2].in_features == 32 and mlp[-1].in_features == 16
     for head in (gap, mlp, mp):
@@ -128,11 +129,11 @@ def test_heads_shapes() -> None:
 
 def test_head_errors() -> None:
     with pytest.raises(ValueError, match="needs the feature-map size"):
-        build_head("maxpool-mlp", 8, 2)
+        build_head(ModelConfig(head="maxpool-mlp"), 8, 2)
     with pytest.raises(ValueError, match="model.pool=4 is larger than the 3x3 feature map"):
-        build_head("maxpool-mlp", 8, 2, pool=4, feature_hw=(3, 3))
+        build_head(ModelConfig(head="maxpool-mlp", pool=4), 8, 2, feature_hw=(3, 3))
     with pytest.raises(ValueError, match="model.head='gap'"):
-        build_head("gap", 8, 2)
+        build_head(ModelConfig(head="gap"), 8, 2)
 
 
 def test_maxpool_mlp_in_classifier(make_config: Callable) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli.main import main
+from cxrlab.experiments.cli.main import main
 
 Capture = pytest.CaptureFixture[str]
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from experiments.cli.main import build_parser, main
+from cxrlab.experiments.cli.main import build_parser, main
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -41,7 +41,7 @@ def test_old_spelling_is_a_hidden_alias(tmp_path, capsys) -> None:
 
 
 def test_each_old_spelling_still_reaches_its_flag() -> None:
-    from experiments.cli.flags import OLD_SPELLINGS
+    from cxrlab.experiments.cli.flags import OLD_SPELLINGS
 
     hidden = {
         flag

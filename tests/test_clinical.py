@@ -10,7 +10,7 @@ import pytest
 from samples import NAMES, P_SMALL, Y_SMALL
 from sklearn import metrics
 
-from experiments.evaluation.clinical import (
+from cxrlab.experiments.evaluation.clinical import (
     _weighted_auc,
     binary_metrics,
     bootstrap_auc_ci,

@@ -12,7 +12,7 @@ import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
-from experiments.sweeps.storage import open_storage
+from cxrlab.experiments.sweeps.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

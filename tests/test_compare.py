@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callbacks.explanations.eigen import robustness
-from experiments.cli.main import main
-from experiments.evaluation.compare import compare_runs, format_comparison, resolve_metric
-from experiments.evaluation.report import text_table
-from experiments.tracking import store as tracking
+from cxrlab.callbacks.explanations.eigen import robustness
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.evaluation.compare import compare_runs, format_comparison, resolve_metric
+from cxrlab.experiments.evaluation.report import text_table
+from cxrlab.experiments.tracking.store import resolve_uri
 
 CLASSES = ["covid", "normal", "virus"]
 
@@ -59,7 +59,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, isolate: Any) -> Any:
 
     root = tmp_path_factory.mktemp("compare")
     with isolate(root):
-        client = MlflowClient(tracking.resolve_uri())
+        client = MlflowClient(resolve_uri())
         a = _run(
             client,
             "study",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.config import (
+from cxrlab.config import (
     Config,
     ConfigError,
     flatten,

@@ -13,9 +13,9 @@ import pytest
 import torch
 from samples import write_bomb_png
 
-from datamodules.datamodule import CXRDataModule
-from datamodules.images import read_image
-from datamodules.transforms import crop_margin, eval_transform
+from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.datamodules.images import read_image
+from cxrlab.datamodules.transforms import crop_margin, eval_transform
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from callbacks.explanations.focus import mask_focus
-from datamodules.datamodule import CXRDataModule
-from datamodules.probe import load_image_set
+from cxrlab.callbacks.explanations.focus import mask_focus
+from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.datamodules.probe import load_image_set
 
 
 @pytest.fixture(scope="module")

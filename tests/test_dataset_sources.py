@@ -12,9 +12,9 @@ import dataset_trees as trees
 import pandas as pd
 import pytest
 
-from datamodules.probe import load_image_set
-from datamodules.sources import SourceOptions, detect_source, read_source, source_names
-from datamodules.splits import split_leaks
+from cxrlab.datamodules.probe import load_image_set
+from cxrlab.datamodules.sources import SourceOptions, detect_source, read_source, source_names
+from cxrlab.datamodules.splits import split_leaks
 
 
 def read(root: Path, source: str = "auto", **options: Any) -> Any:
@@ -117,7 +117,7 @@ def test_covid_radiography_masks_fit_their_images(radiography: Path) -> None:
     masks = load_image_set(t, ["covid"], size=40).lung_masks
     assert masks is not None and masks.shape == (2, 40, 40)
     expected = trees.write_mask(radiography.parent / "m.png", 40)  # the same mask drawn at 40 px
-    from datamodules.images import read_mask
+    from cxrlab.datamodules.images import read_mask
 
     agree = (masks[0].numpy() == read_mask(expected)).mean()
     assert agree > 0.95
@@ -181,7 +181,7 @@ def test_combine(base: Path) -> None:
 
 def data_module(make_config: Any, root: Path, **data: Any) -> Any:
     """A CXRDataModule on a fixture tree (dotted data overrides as keyword arguments)."""
-    from datamodules.datamodule import CXRDataModule
+    from cxrlab.datamodules.datamodule import CXRDataModule
 
     cfg = make_config({"data.root": str(root), "data.num_workers": 0, "data.image_size": 32,
                        **{f"data.{k}": v for k, v in data.items()}})
@@ -238,8 +238,8 @@ def test_label_map_and_classes_on_top(coronahack: Path, make_config: Any) -> Non
 
 
 def test_config_checks_source_names_from_the_registry() -> None:
-    from experiments.config import ConfigError, load_config
-    from experiments.training.checks import check_config
+    from cxrlab.config import ConfigError, load_config
+    from cxrlab.experiments.training.checks import check_config
 
     for name in source_names():
         assert check_config(load_config(overrides={"data.source": name})).data.source == name

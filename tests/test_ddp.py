@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from lightning_modules.checkpoint import load_classifier
+from cxrlab.lightning_modules.checkpoint import load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def ddp_run(
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli.main",
+        "cxrlab.experiments.cli.main",
         "train",
         "--config",
         "ci_tiny",

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from datamodules.datamodule import CXRDataModule, CXRDataset
-from datamodules.decode_cache import DecodeCache, quantize
-from datamodules.images import Decoding, read_image
-from datamodules.transforms import eval_transform
+from cxrlab.datamodules.datamodule import CXRDataModule, CXRDataset
+from cxrlab.datamodules.decode_cache import DecodeCache, quantize
+from cxrlab.datamodules.images import Decoding, read_image
+from cxrlab.datamodules.transforms import eval_transform
 
 SIZE, MARGIN = 24, 0.1
 

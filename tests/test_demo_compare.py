@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datamodules.phantom import generate_phantom
-from experiments.cli.main import main
+from cxrlab.datamodules.phantom import generate_phantom
+from cxrlab.experiments.cli.main import main
 
 MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
 TINY = [

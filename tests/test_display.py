@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from callbacks.explanations.display import heatmap_grid, minmax, overlay, upsample  # noqa: E402
+from cxrlab.callbacks.explanations.display import heatmap_grid, minmax, overlay, upsample  # noqa: E402
 
 
 def test_upsample_shapes_and_values() -> None:

@@ -1,11 +1,11 @@
-"""Tests for callbacks.explanations.eigen: averages, uncentred class PCA, tables, argmax map, comparison."""
+"""Tests for cxrlab.callbacks.explanations.eigen: averages, uncentred class PCA, tables, argmax map, comparison."""
 
 import time
 
 import numpy as np
 import pytest
 
-from callbacks.explanations.eigen import (
+from cxrlab.callbacks.explanations.eigen import (
     argmax_class_map,
     average_heatmaps,
     class_pca,

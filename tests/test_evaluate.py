@@ -17,16 +17,16 @@ from samples import PNG_MAGIC
 from sklearn import metrics
 from tiny_training import train_tiny
 
-from experiments.cli.main import main
-from experiments.evaluation.clinical import (
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.evaluation.clinical import (
     classification_summary,
     micro_roc_curve,
     threshold_analysis,
 )
-from experiments.evaluation.compare import compare_table
-from experiments.evaluation.evaluate import evaluate, evaluation_config, rows_to_predict
-from experiments.evaluation.outputs import positive_class
-from experiments.tracking import store as tracking
+from cxrlab.experiments.evaluation.compare import compare_table
+from cxrlab.experiments.evaluation.evaluate import evaluate, evaluation_config, rows_to_predict
+from cxrlab.experiments.evaluation.outputs import positive_class
+from cxrlab.experiments.tracking import store
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["covid", "normal", "pneumonia"]  # the conftest dataset's, sorted as the model has them
@@ -192,7 +192,7 @@ def test_run_is_logged_beside_its_training_run(
 
     _, _, _, train_id = trained
     out, results = evaluated
-    client = MlflowClient(tracking.resolve_uri())
+    client = MlflowClient(store.resolve_uri())
     run = client.get_run(results["run_id"])
     assert run.data.tags["cxrlab.kind"] == "evaluate"
     assert run.data.tags["cxrlab.train_run_id"] == train_id
@@ -221,7 +221,7 @@ def test_another_process_gives_identical_predictions(
         [
             sys.executable,
             "-m",
-            "experiments.cli.main",
+            "cxrlab.experiments.cli.main",
             "evaluate",
             str(ckpt),
             "--out",
@@ -330,7 +330,7 @@ def test_positive_class_defaults() -> None:
 
 
 def test_evaluation_config_only_changes_data_and_explain() -> None:
-    from experiments.config import Config
+    from cxrlab.config import Config
 
     base = Config()
     cfg = evaluation_config(base, {"data.root": "elsewhere", "data.batch_size": "4"}, "x.ckpt")

@@ -14,9 +14,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from datamodules.probe import load_image_set, stratified_sample
-from experiments.cli.main import main
-from experiments.tracking import store as tracking
+from cxrlab.datamodules.probe import load_image_set, stratified_sample
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.tracking import store
 
 # 64 px and layer3 give 4x4 Grad-CAM maps (layer4 of resnet18 would be 2x2 at this size).
 TRAIN = [
@@ -37,10 +37,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory, csv_dataset: Path, isolate
     work = tmp_path_factory.mktemp("explain")
     with isolate(work):
         assert main([*TRAIN, "--data.root", str(csv_dataset)]) == 0
-        client = MlflowClient(tracking.resolve_uri())
+        client = MlflowClient(store.resolve_uri())
         (run,) = client.search_runs([client.get_experiment_by_name("ci-tiny").experiment_id])
         ckpt = Path(run.data.tags["cxrlab.best_checkpoint"])
-        return {"work": work, "run": run, "ckpt": ckpt, "uri": tracking.resolve_uri()}
+        return {"work": work, "run": run, "ckpt": ckpt, "uri": store.resolve_uri()}
 
 
 def artifact_names(client: MlflowClient, run_id: str, folder: str) -> set[str]:
@@ -81,7 +81,7 @@ def test_every_n_epochs_and_last_epoch(in_tmp_cwd: Path, csv_dataset: Path) -> N
     args = [*TRAIN, "--data.root", str(csv_dataset), "--trainer.max_epochs", "4", "--explain.every_n_epochs", "3"]
     args += ["--explain.eigen", "false", "--tracking.log_checkpoint", "false"]
     assert main(args) == 0
-    client = MlflowClient(tracking.resolve_uri())
+    client = MlflowClient(store.resolve_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("ci-tiny").experiment_id])
     # epoch index 2 is the 3rd epoch (due), index 3 is the last; eigen off leaves its files out.
     assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "explain")} == {"epoch_002", "epoch_003"}
@@ -148,7 +148,7 @@ def test_evaluate_explain_adds_report_section(trained: dict[str, Any], isolate: 
 
 def test_probe_masks_follow_the_image_geometry(csv_dataset: Path) -> None:
     """Crop and resize move the mask exactly like the image, so focus compares the same pixels."""
-    from datamodules.sources import csv_source
+    from cxrlab.datamodules.sources import csv_source
 
     table = stratified_sample(csv_source(csv_dataset), 2, seed=0)
     full = load_image_set(table, ["covid", "normal", "pneumonia"], 32, margin=0.0)
@@ -162,7 +162,7 @@ def test_probe_masks_follow_the_image_geometry(csv_dataset: Path) -> None:
 
 
 def test_heatmap_archive_round_trip(trained: dict[str, Any]) -> None:
-    from callbacks.explanations.records import load_heatmap_archive
+    from cxrlab.callbacks.explanations.records import load_heatmap_archive
 
     client = MlflowClient(trained["uri"])
     local = client.download_artifacts(trained["run"].info.run_id, "explain/epoch_000/heatmaps.npz", str(trained["work"]))

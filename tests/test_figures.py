@@ -9,15 +9,15 @@ from samples import NAMES, PNG_MAGIC
 from samples import P_SMALL as P
 from samples import Y_SMALL as Y
 
-from experiments.evaluation.clinical import calibration, pr_curves, roc_curves
-from experiments.evaluation.figures import (
+from cxrlab.experiments.evaluation.clinical import calibration, pr_curves, roc_curves
+from cxrlab.experiments.evaluation.figures import (
     plot_confusion_matrix,
     plot_pr,
     plot_reliability,
     plot_roc,
     plot_threshold_scores,
 )
-from experiments.evaluation.report import figure_png
+from cxrlab.experiments.evaluation.report import figure_png
 
 CM = [[2, 1, 0], [0, 2, 1], [1, 0, 3]]
 

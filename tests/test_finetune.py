@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_modules.backbones import Backbone, build_backbone
-from lightning_modules.classifier import CXRClassifier
-from lightning_modules.finetune import apply_finetune, trainable_from
+from cxrlab.lightning_modules.backbones import Backbone, build_backbone
+from cxrlab.lightning_modules.classifier import CXRClassifier
+from cxrlab.lightning_modules.finetune import apply_finetune, trainable_from
 
 CLASSES = ["covid", "normal", "pneumonia"]
 # VGG16's block5: three 3x3 convs 512 -> 512 with biases.

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from callbacks.explanations.focus import (
+from cxrlab.callbacks.explanations.focus import (
     body_mask,
     border_mask,
     corner_mask,

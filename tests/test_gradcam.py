@@ -10,8 +10,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from callbacks.explanations.display import minmax, upsample
-from callbacks.explanations.gradcam import activation_map, grad_cam, grad_cam_pp, resolve_layer
+from cxrlab.callbacks.explanations.display import minmax, upsample
+from cxrlab.callbacks.explanations.gradcam import (
+    activation_map,
+    grad_cam,
+    grad_cam_pp,
+    resolve_layer,
+)
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402

@@ -14,8 +14,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from samples import write_bomb_png, write_dicom
 
-from datamodules.images import Decoding, ImageTooLarge, read_image, read_mask
-from experiments.config import ConfigError, load_config
+from cxrlab.config import ConfigError, load_config
+from cxrlab.datamodules.images import Decoding, ImageTooLarge, read_image, read_mask
 
 
 def ramp(h: int = 24, w: int = 32, top: int = 255) -> np.ndarray:

@@ -9,9 +9,9 @@ import dataset_trees as trees
 import pandas as pd
 import pytest
 
-from datamodules.inspection import inspect_dataset
-from experiments.cli.main import main
-from experiments.config import DataConfig, load_config
+from cxrlab.config import DataConfig, load_config
+from cxrlab.datamodules.inspection import inspect_dataset
+from cxrlab.experiments.cli.main import main
 
 
 def data_config(root: Path, **data: object) -> DataConfig:

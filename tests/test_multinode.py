@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from servers import create_database
 
-from experiments.sweeps.storage import open_storage
-from experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
-from lightning_modules.checkpoint import read_checkpoint
+from cxrlab.experiments.sweeps.storage import open_storage
+from cxrlab.experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
+from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRIALS_PER_NODE = 2
@@ -46,7 +46,7 @@ def cxrlab(cwd: Path, server: str, *args: str) -> subprocess.Popen[str]:
     env = os.environ | {"MLFLOW_TRACKING_URI": server, "PYTHONPATH": str(REPO)}
     env.pop("CXRLAB_DEBUG", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli.main", *args], cwd=cwd, env=env,
+        [sys.executable, "-m", "cxrlab.experiments.cli.main", *args], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

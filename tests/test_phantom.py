@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.explanations.focus import body_mask
-from datamodules.phantom import COLUMNS, PHANTOM_CLASSES, generate_phantom, render_phantom
+from cxrlab.callbacks.explanations.focus import body_mask
+from cxrlab.datamodules.phantom import COLUMNS, PHANTOM_CLASSES, generate_phantom, render_phantom
 
 SIZE = 64
 
@@ -244,8 +244,8 @@ def test_refuses_foreign_folder_and_overwrites_previous_phantom(tmp_path: Path) 
 
 
 def test_cli_writes_a_trainable_phantom(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from datamodules.sources import load_table
-    from experiments.cli.main import main
+    from cxrlab.datamodules.sources import load_table
+    from cxrlab.experiments.cli.main import main
 
     out = tmp_path / "ph"
     args = ["data", "phantom", str(out), "--n_per_class", "3", "--size", "64", "--classes", "normal,covid", "--quiet"]

@@ -1,4 +1,4 @@
-"""Tests for callbacks.explanations.plots: every figure builds on small inputs with the expected axes."""
+"""Tests for cxrlab.callbacks.explanations.plots: every figure builds on small inputs with the expected axes."""
 
 import io
 import warnings
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from callbacks.explanations.eigen import eigen_heatmaps
-from callbacks.explanations.plots import (
+from cxrlab.callbacks.explanations.eigen import eigen_heatmaps
+from cxrlab.callbacks.explanations.plots import (
     plot_aopc_curve,
     plot_argmax_map,
     plot_average_grid,

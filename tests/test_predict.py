@@ -14,11 +14,11 @@ from PIL import Image
 from samples import PNG_MAGIC, write_dicom
 from tiny_training import train_tiny
 
-from experiments.cli.main import main
-from experiments.config import Config, DataConfig
-from experiments.evaluation.inference import predict_table
-from experiments.evaluation.predict import lung_masks, predict
-from lightning_modules.checkpoint import load_classifier
+from cxrlab.config import Config, DataConfig
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.evaluation.inference import predict_table
+from cxrlab.experiments.evaluation.predict import lung_masks, predict
+from cxrlab.lightning_modules.checkpoint import load_classifier
 
 # 64 px input gives resnet18 a 2x2 Grad-CAM layer; the frozen random backbone trains in seconds.
 TRAIN = (

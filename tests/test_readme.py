@@ -145,7 +145,7 @@ def assert_nothing_failed(work: Path, command: str) -> None:
         assert not bad, f"after {command}: runs {bad}"
     import optuna
 
-    from experiments.sweeps.storage import open_storage
+    from cxrlab.experiments.sweeps.storage import open_storage
 
     for journal in (work / "mlruns" / "optuna").glob("*.journal"):
         for study in optuna.get_all_study_summaries(open_storage(str(journal))):
@@ -155,6 +155,8 @@ def assert_nothing_failed(work: Path, command: str) -> None:
 
 
 BLOCKS = readme_lines()
+# The ```python blocks (the Python API), run after the bash blocks, each as one script.
+PY_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 
 def test_every_skip_entry_matches_a_readme_line() -> None:
@@ -181,3 +183,15 @@ def test_readme_block_runs(index: int, work: Path) -> None:
         ran += 1
     if not ran:
         pytest.skip("; ".join(sorted({skip_reason(ln) or "" for ln in BLOCKS[index]})))
+
+
+@pytest.mark.parametrize("index", range(len(PY_BLOCKS)), ids=[f"python{i}" for i in range(len(PY_BLOCKS))])
+def test_readme_python_block_runs(index: int, work: Path) -> None:
+    """Each Python block runs as a script in the user's folder, after every bash block; CKPT (a
+    placeholder the user fills in) is the newest checkpoint the bash blocks trained."""
+    script = PY_BLOCKS[index]
+    if re.search(r"\bCKPT\b", script):
+        script = f"CKPT = {fill_placeholders('CKPT', work)!r}\n" + script
+    done = subprocess.run([sys.executable, "-c", script], cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"README python block {index} failed:\n{(done.stdout + done.stderr)[-3000:]}"
+    assert_nothing_failed(work, f"python block {index}")

@@ -11,7 +11,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from samples import PNG_MAGIC
 
-from experiments.evaluation.report import (
+from cxrlab.experiments.evaluation.report import (
     Section,
     figure_png,
     render_html,

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
-from experiments.cli.main import main
-from experiments.tracking import store as tracking
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.tracking import store
 
 CXRLAB = str(Path(sys.executable).parent / "cxrlab")
 EPOCHS = 4
@@ -59,7 +59,7 @@ def test_sigkill_then_resume(in_tmp_cwd: Path, folder_tree: Path) -> None:
     killed_at = _epoch_of(last)
     assert killed_at in (1, 2)  # epochs 0-1 (maybe 2) are complete, the rest is lost
 
-    client = MlflowClient(tracking.resolve_uri())
+    client = MlflowClient(store.resolve_uri())
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "RUNNING"  # killed: nobody closed it
 

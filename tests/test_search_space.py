@@ -10,9 +10,14 @@ import optuna
 import pytest
 import yaml
 
-from experiments.config import ConfigError, flatten, load_config, options, to_dict
-from experiments.sweeps.search_schema import PRUNERS, SAMPLERS, PrunerName, SamplerName
-from experiments.sweeps.search_space import build_pruner, build_sampler, parse_search, suggest
+from cxrlab.config import ConfigError, flatten, load_config, options, to_dict
+from cxrlab.experiments.sweeps.search_schema import PRUNERS, SAMPLERS, PrunerName, SamplerName
+from cxrlab.experiments.sweeps.search_space import (
+    build_pruner,
+    build_sampler,
+    parse_search,
+    suggest,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 SWEEPS = ("phantom_sweep", "sweep_backbones", "sweep_aopc_pair", "phantom_shortcut_sweep")

@@ -10,11 +10,11 @@ import mlflow
 import pytest
 from test_study_configs import STUDIES
 
-from experiments.cli.flags import CONFIG_DIR
-from experiments.cli.main import main
-from experiments.config import load_config, read_yaml
-from experiments.sweeps.runner import load_sweep
-from experiments.training.checks import check_config
+from cxrlab.config import load_config, read_yaml
+from cxrlab.experiments.cli.flags import CONFIG_DIR
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.sweeps.runner import load_sweep
+from cxrlab.experiments.training.checks import check_config
 
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 SWEEPS = [c for c in CONFIGS if "search" in read_yaml(CONFIG_DIR / f"{c}.yaml")]
@@ -53,7 +53,7 @@ def test_config_loads_and_passes_the_whole_checks(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datamodules.phantom import generate_phantom
+    from cxrlab.datamodules.phantom import generate_phantom
 
     root = tmp_path_factory.mktemp("phantom") / "ph"
     generate_phantom(root, n_per_class=16, size=64, seed=0, progress=False)

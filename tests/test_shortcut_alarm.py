@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.explanations.explanation import explain_images
-from callbacks.explanations.records import explanation_metrics, focus_table
-from callbacks.explanations.shortcut import shortcut_verdict
-from datamodules.phantom import PHANTOM_CLASSES, render_phantom
-from experiments.config import AlarmConfig, AOPCConfig, ExplainConfig
+from cxrlab.callbacks.explanations.explanation import explain_images
+from cxrlab.callbacks.explanations.records import explanation_metrics, focus_table
+from cxrlab.callbacks.explanations.shortcut import shortcut_verdict
+from cxrlab.config import AlarmConfig, AOPCConfig, ExplainConfig
+from cxrlab.datamodules.phantom import PHANTOM_CLASSES, render_phantom
 
 SIZE = 64
 CLASSES = ["normal", "covid"]

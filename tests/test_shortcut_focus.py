@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from callbacks.explanations.shortcut import TAG
-from datamodules.phantom import generate_phantom
-from experiments.cli.main import main
-from experiments.tracking import store as tracking
+from cxrlab.callbacks.explanations.shortcut import TAG
+from cxrlab.datamodules.phantom import generate_phantom
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.tracking import store
 
 # Near the demo's scale: with 60 images per class and 6 epochs, one seed of two gave a shortcut model
 # that had not yet learnt the markers and a clean model that had not learnt the findings. Checked on
@@ -36,7 +36,7 @@ def explained(work: Path, shortcut: float, isolate: Callable) -> tuple[dict[str,
         experiment = f"shortcut-{shortcut}"
         args = [*TRAIN, "--data.root", str(data), "--tracking.experiment", experiment, "--seed", str(SEED)]
         assert main(args) == 0
-        client = MlflowClient(tracking.resolve_uri())
+        client = MlflowClient(store.resolve_uri())
         (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("explain/")}
         return metrics, run.data.tags.get(TAG, "")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from datamodules.sources import (
+from cxrlab.datamodules.sources import (
     check_files,
     csv_source,
     detect_source,

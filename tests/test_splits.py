@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.splits import (
+from cxrlab.datamodules.splits import (
     class_weights,
     downsample,
     fold_index,

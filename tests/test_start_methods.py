@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from datamodules.datamodule import CXRDataModule
-from experiments.cli.main import main
+from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.experiments.cli.main import main
 
 
 def test_every_split_dataset_pickles(make_config: Any, folder_tree: Path) -> None:

@@ -10,7 +10,7 @@ import dataset_trees as trees
 import mlflow
 import pytest
 
-from experiments.cli.main import main
+from cxrlab.experiments.cli.main import main
 
 # config -> (tree writer, data.root inside the written folder, input size, AOPC region side, source).
 # VGG16 + maxpool(4) needs a 4x4 feature map (128 px); AOPC regions shrink with the input so the

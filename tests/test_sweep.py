@@ -22,12 +22,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.cli.main import build_parser, main
-from experiments.sweeps.runner import absolute_uri, run_sweep
-from experiments.sweeps.status import LAUNCH_ATTR, eta_seconds, format_status
-from experiments.sweeps.storage import default_storage, open_storage
-from experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
-from experiments.tracking import store as tracking
+from cxrlab.experiments.cli.main import build_parser, main
+from cxrlab.experiments.sweeps.runner import absolute_uri, run_sweep
+from cxrlab.experiments.sweeps.status import LAUNCH_ATTR, eta_seconds, format_status
+from cxrlab.experiments.sweeps.storage import default_storage, open_storage
+from cxrlab.experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
+from cxrlab.experiments.tracking import store
 
 CI_TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "ci_tiny.yaml"
 MLP = {"model.head": ["gap-linear", "gap-mlp"], "model.hidden": {"values": [8, 16], "when": {"model.head": ["gap-mlp"]}}}
@@ -53,7 +53,7 @@ def sweep_yaml(path: Path, search: dict[str, Any], **base: Any) -> Path:
 
 def mlflow() -> MlflowClient:
     """A client on this test's store (cwd's mlruns/; absolute: MLflow caches stores by URI)."""
-    return MlflowClient(absolute_uri(tracking.resolve_uri()))
+    return MlflowClient(absolute_uri(store.resolve_uri()))
 
 
 def children(parent: str) -> list[Any]:
@@ -272,7 +272,7 @@ def _wait_for_running(name: str, proc: subprocess.Popen[bytes], timeout: float =
 
 def _cli(config: Path, *args: str, output: bool = False) -> subprocess.Popen[bytes]:
     """`cxrlab sweep` as its own process; `output`: keep stdout+stderr (read with communicate)."""
-    cmd = [sys.executable, "-m", "experiments.cli.main", "sweep", "--config", str(config), "--gpus", "none", *args]
+    cmd = [sys.executable, "-m", "cxrlab.experiments.cli.main", "sweep", "--config", str(config), "--gpus", "none", *args]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.PIPE if output else subprocess.DEVNULL
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output else subprocess.DEVNULL)

@@ -11,8 +11,8 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 
-from experiments.tracking import store as tracking
-from experiments.tracking.writer import RunWriter, git_commit
+from cxrlab.experiments.tracking import checkpoints, store
+from cxrlab.experiments.tracking.writer import RunWriter, git_commit
 
 DUPLICATE = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
 
@@ -40,9 +40,9 @@ def dataset_input() -> DatasetInput:
 
 
 def two_runs(tmp_path: Path) -> tuple[str, str, str]:
-    uri = tracking.resolve_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = store.resolve_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient(uri)
-    exp = tracking.ensure_experiment(client, "race", uri)
+    exp = store.ensure_experiment(client, "race", uri)
     return uri, client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
 
 
@@ -117,7 +117,7 @@ def test_two_trainings_started_together_on_a_new_store_are_both_recorded(tmp_pat
     import sys
 
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "experiments.cli.main", "train", "--config", "ci_tiny", "--data.root", str(folder_tree),
+    cmd = [sys.executable, "-m", "cxrlab.experiments.cli.main", "train", "--config", "ci_tiny", "--data.root", str(folder_tree),
            "--tracking.uri", uri, "--trainer.limit_train_batches", "1", "--explain.enabled", "false"]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([*cmd, "--tracking.run_name", f"run{i}"], env=env, cwd=tmp_path,
@@ -140,8 +140,8 @@ def test_half_created_store_gets_one_line_with_the_way_out(tmp_path: Path) -> No
     with sqlite3.connect(db) as conn:  # what an interrupted migration can leave: a revision MLflow never wrote
         conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
         conn.execute("INSERT INTO alembic_version VALUES ('half0done')")
-    with pytest.raises(tracking.StoreError) as err:
-        tracking.resolve_uri(f"sqlite:///{db}")
+    with pytest.raises(store.StoreError) as err:
+        store.resolve_uri(f"sqlite:///{db}")
     message = str(err.value)
     assert "\n" not in message and f"rm {db}" in message and "half-created or damaged" in message
 
@@ -149,7 +149,7 @@ def test_half_created_store_gets_one_line_with_the_way_out(tmp_path: Path) -> No
 def test_unknown_runs_checkpoint_is_one_line(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(FileNotFoundError) as err:
-        tracking.local_checkpoint("runs:/0123456789abcdef/checkpoints/last.ckpt", uri)
+        checkpoints.local_checkpoint("runs:/0123456789abcdef/checkpoints/last.ckpt", uri)
     message = str(err.value)
     assert "\n" not in message and message.startswith("runs:/0123456789abcdef/checkpoints/last.ckpt: no such checkpoint")
-    assert tracking.local_checkpoint(tmp_path / "x.ckpt", uri) == tmp_path / "x.ckpt"  # a path stays a path
+    assert checkpoints.local_checkpoint(tmp_path / "x.ckpt", uri) == tmp_path / "x.ckpt"  # a path stays a path

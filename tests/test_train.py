@@ -17,11 +17,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from samples import PNG_MAGIC
 
-from experiments.cli.main import main
-from experiments.config import load_config
-from experiments.tracking import store as tracking
-from experiments.training.train import train
-from lightning_modules.checkpoint import load_classifier, read_checkpoint
+from cxrlab.config import load_config
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.tracking import store
+from cxrlab.experiments.training.train import train
+from cxrlab.lightning_modules.checkpoint import load_classifier, read_checkpoint
 
 FAST = ["--data.num_workers", "0"]
 Capture = pytest.CaptureFixture[str]
@@ -240,7 +240,7 @@ def test_default_store_follows_the_working_directory(tmp_path: Path, isolate: Ca
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         with isolate(tmp_path / name):
-            client = MlflowClient(tracking.resolve_uri())
+            client = MlflowClient(store.resolve_uri())
             assert client.get_experiment_by_name("made-in-a") is None, f"store of {name} is a's"
             if name == "a":
                 client.create_experiment("made-in-a")
@@ -316,5 +316,5 @@ def test_learns_with_augmentation_and_csv_patients(in_tmp_cwd: Path, easy_csv: P
         "none",
     )
     assert code == 0
-    run = only_run(MlflowClient(tracking.resolve_uri()))
+    run = only_run(MlflowClient(store.resolve_uri()))
     assert run.data.metrics["best/val/acc"] >= 0.8

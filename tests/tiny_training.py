@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.cli.main import main
+from cxrlab.experiments.cli.main import main
 
 
 def train_tiny(data: Path, *overrides: str) -> tuple[Path, str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +13,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.config import Perturb
+from cxrlab.config import AOPCConfig, Perturb
+from cxrlab.lightning_modules.eval_mode import eval_mode
 
 ORDERS = ("morf", "random")
+DEFAULTS = AOPCConfig()  # the schema states the defaults once; the keyword defaults below read them
+
+
+def grid_regions(height: int, width: int, region: int) -> int:
+    """How many square regions of `region` px tile a height x width image (edge regions partial)."""
+    return math.ceil(height / region) * math.ceil(width / region)
+
+
+def check_grid(height: int, width: int, region: int, steps: int) -> None:
+    """Fail, naming the config keys, when the AOPC grid has fewer regions than steps."""
+    if region < 1:
+        raise ValueError(f"explain.aopc.region={region}: region must be >= 1 pixel")
+    n = grid_regions(height, width, region)
+    size = f"{height} px" if height == width else f"{height}x{width} px"
+    if steps < 1:
+        raise ValueError(f"explain.aopc.steps={steps}: steps must be in 1..{n}")
+    if steps > n:
+        raise ValueError(
+            f"explain.aopc.steps={steps} exceeds the {n} regions of {region} px on a {size} input "
+            f"(steps must be in 1..{n}); lower explain.aopc.steps or explain.aopc.region"
+        )
 
 
 @dataclass
@@ -30,17 +51,6 @@ class AOPCResult:
     n_correct: int
     n_excluded: int
     value: float  # curve[-1]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put model in eval mode for the block, restoring its training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
@@ -64,12 +74,7 @@ def _validate(
     if heatmaps.ndim != 3 or len(heatmaps) != n:
         raise ValueError(f"heatmaps must be [N={n}, h, w] (one map per image), got "
                          f"{tuple(heatmaps.shape)}")
-    if region < 1:
-        raise ValueError(f"region must be >= 1 pixel, got {region}")
-    n_regions = math.ceil(height / region) * math.ceil(width / region)
-    if not 1 <= steps <= n_regions:
-        raise ValueError(f"steps must be in 1..{n_regions} (regions of {region} px on "
-                         f"{height}x{width}), got {steps}")
+    check_grid(height, width, region, steps)
     if perturb not in PERTURBATIONS:
         raise ValueError(f"perturb must be one of {tuple(PERTURBATIONS)}, got {perturb!r}")
     if order not in ORDERS:
@@ -253,12 +258,12 @@ def _aopc_from_predictions(
 
 def aopc(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
-    region: int = 34, steps: int = 10, perturb: str = "noise", sigma: float = 0.1,
-    order: str = "morf", seed: int = 0, batch_size: int = 64,
+    region: int = DEFAULTS.region, steps: int = DEFAULTS.steps, perturb: str = DEFAULTS.perturb,
+    sigma: float = DEFAULTS.sigma, order: str = "morf", seed: int = 0, batch_size: int = 64,
 ) -> AOPCResult:
     """AOPC of heatmaps [N, h, w] for model on correctly classified images [N, ch, H, W]."""
     _validate(images, labels, heatmaps, region, steps, perturb, sigma, order, batch_size)
-    with _eval_mode(model):
+    with eval_mode(model):
         forward = SoftmaxForward(model, batch_size)
         probs = _predict(forward, images, batch_size)
         return _aopc_from_predictions(forward, images, labels, heatmaps, probs, region, steps,
@@ -267,15 +272,15 @@ def aopc(
 
 def aopc_with_baseline(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, heatmaps: torch.Tensor,
-    region: int = 34, steps: int = 10, perturb: str = "noise", sigma: float = 0.1,
-    seed: int = 0, batch_size: int = 64, random_seeds: int = 3,
+    region: int = DEFAULTS.region, steps: int = DEFAULTS.steps, perturb: str = DEFAULTS.perturb,
+    sigma: float = DEFAULTS.sigma, seed: int = 0, batch_size: int = 64, random_seeds: int = DEFAULTS.random_seeds,
 ) -> dict[str, float | int | np.ndarray]:
     """MoRF AOPC, the mean random-order AOPC over random_seeds seeds, their gap and curves."""
     _validate(images, labels, heatmaps, region, steps, perturb, sigma, "morf", batch_size)
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     args = (region, steps, perturb, sigma)
-    with _eval_mode(model):
+    with eval_mode(model):
         forward = SoftmaxForward(model, batch_size)
         probs = _predict(forward, images, batch_size)
         morf = _aopc_from_predictions(forward, images, labels, heatmaps, probs, *args, "morf",

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from callbacks.explanations.display import upsample
+from cxrlab.callbacks.explanations.display import upsample
 
 HeatmapSet = tuple[np.ndarray, np.ndarray, list[str]]  # raw maps [N, C, h, w], labels [N], class names
 MIN_IMAGES = 2  # a PCA of one map is the map itself: nothing to learn about variation

@@ -3,51 +3,20 @@ AOPC, focus (lung, lesion, border, corners, outside the body) and the shortcut v
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from callbacks.explanations.aopc import aopc_with_baseline
-from callbacks.explanations.display import upsample
-from callbacks.explanations.eigen import EigenResult, eigen_heatmaps
-from callbacks.explanations.focus import mask_focus, region_focus
-from callbacks.explanations.gradcam import activation_map, grad_cam, grad_cam_pp
-from callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
-from experiments.config import ExplainConfig, Method, did_you_mean
-
-# Every explain.methods choice: (model, layer, images, batch_size=) -> raw maps.
-METHODS: dict[Method, Callable[..., torch.Tensor]] = {
-    "gradcam": grad_cam, "gradcampp": grad_cam_pp, "activation": activation_map,
-}
-
-
-def heatmaps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, method: str, batch_size: int = 32) -> torch.Tensor:
-    """Raw maps [N, C, h, w] (all classes) for gradcam/gradcampp, [N, 1, h, w] for activation."""
-    if method not in METHODS:
-        raise ValueError(
-            f"explain.methods has {method!r}; choose from {', '.join(METHODS)}{did_you_mean(method, METHODS)}"
-        )
-    return METHODS[method](model, layer, images, batch_size=batch_size)
-
-
-def of_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """The map of one class per image ([N, h, w]); class-agnostic maps pass through."""
-    if maps.shape[1] == 1:
-        return maps[:, 0]
-    return maps[torch.arange(len(maps)), torch.as_tensor(classes, dtype=torch.long)]
-
-
-def check_aopc_grid(image_size: int, region: int, steps: int) -> None:
-    """Fail early, naming the keys, when the AOPC grid has fewer regions than steps."""
-    per_side = -(-image_size // region)
-    if steps > per_side**2:
-        raise ValueError(
-            f"explain.aopc.steps={steps} exceeds the {per_side**2} regions of {region} px on a "
-            f"{image_size} px input; lower explain.aopc.steps or explain.aopc.region"
-        )
+from cxrlab.callbacks.explanations.aopc import aopc_with_baseline
+from cxrlab.callbacks.explanations.display import upsample
+from cxrlab.callbacks.explanations.eigen import EigenResult, eigen_heatmaps
+from cxrlab.callbacks.explanations.focus import mask_focus, region_focus
+from cxrlab.callbacks.explanations.methods import first_per_class, heatmaps, of_class
+from cxrlab.callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
+from cxrlab.config import ExplainConfig
+from cxrlab.lightning_modules.eval_mode import eval_mode
 
 
 @dataclass
@@ -93,20 +62,15 @@ def explain_images(
     layer = layer or target_layer(model, settings)
     device = next(model.parameters()).device
     x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probs = torch.cat([model(b).float().softmax(1) for b in x.split(batch_size)]).cpu()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        probs = torch.cat([model(b).float().softmax(1) for b in x.split(batch_size)]).cpu()
     maps = {m: heatmaps(model, layer, x, m, batch_size).cpu() for m in settings.methods}
     primary = settings.methods[0]
     preds = probs.argmax(1)
     focus_maps = of_class(maps[primary], preds)
 
     eigen = None
-    class_method = next((m for m in settings.methods if m != "activation"), None)
+    class_method = first_per_class(settings.methods)
     if settings.eigen and class_method is not None and not focus_only:
         display = upsample(maps[class_method], settings.display_size)
         eigen = eigen_heatmaps(display.numpy(), labels.numpy(), classes)

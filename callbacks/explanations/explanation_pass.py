@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from callbacks.explanations.explanation import ExplanationSet, check_aopc_grid, explain_images
-from callbacks.explanations.records import explanation_artifacts, explanation_metrics
-from callbacks.explanations.shortcut import TAG
-from datamodules.images import Decoding
-from datamodules.probe import ImageSet, load_image_set, stratified_sample
-from experiments.config import DataConfig, ExplainConfig
+from cxrlab.callbacks.explanations.aopc import check_grid
+from cxrlab.callbacks.explanations.explanation import ExplanationSet, explain_images
+from cxrlab.callbacks.explanations.records import explanation_artifacts, explanation_metrics
+from cxrlab.callbacks.explanations.shortcut import TAG
+from cxrlab.config import DataConfig, ExplainConfig
+from cxrlab.datamodules.images import Decoding
+from cxrlab.datamodules.probe import ImageSet, load_image_set, stratified_sample
 
 
 def sample_images(model: nn.Module, table: pd.DataFrame, per_class: int | None, seed: int, data: DataConfig) -> ImageSet:
@@ -56,7 +57,7 @@ def explain_image_set(
     """Explain `images` with the model's classes as `settings` say; `focus_only` is the shortcut
     check alone (no eigen-heatmaps, no AOPC)."""
     if not focus_only:
-        check_aopc_grid(model.input_size, settings.aopc.region, settings.aopc.steps)
+        check_grid(model.input_size, model.input_size, settings.aopc.region, settings.aopc.steps)
     start = time.perf_counter()
     es = explain_images(
         model, images.images, images.labels, model.classes, settings,

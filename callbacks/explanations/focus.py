@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from callbacks.explanations.display import upsample
+from cxrlab.callbacks.explanations.display import upsample
 
 
 def mask_focus(heatmaps: Tensor, masks: Tensor) -> Tensor:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from cxrlab.callbacks.explanations.methods import heatmap_method
+from cxrlab.lightning_modules.eval_mode import eval_mode
 
 Classes = Sequence[int] | Tensor | None
 # (activations [B, K, h, w], d logit / d activations [B, K, h, w]) -> channel weights [B, K]
@@ -31,6 +33,7 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
     raise ValueError(f"layer: expected an nn.Module or a dotted name, got {type(layer).__name__}")
 
 
+@heatmap_method("gradcam")
 def grad_cam(
     model: nn.Module,
     layer: nn.Module | str,
@@ -43,6 +46,7 @@ def grad_cam(
     return _class_maps(model, layer, images, classes, _grad_cam_weights, batch_size)
 
 
+@heatmap_method("gradcampp")
 def grad_cam_pp(
     model: nn.Module,
     layer: nn.Module | str,
@@ -55,6 +59,7 @@ def grad_cam_pp(
     return _class_maps(model, layer, images, classes, _grad_cam_pp_weights, batch_size)
 
 
+@heatmap_method("activation", per_class=False)
 def activation_map(
     model: nn.Module,
     layer: nn.Module | str,
@@ -64,7 +69,7 @@ def activation_map(
 ) -> Tensor:
     """Channel mean [B, 1, h, w] of the layer's feature maps."""
     target = resolve_layer(model, layer)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         maps = [
             _forward_capture(model, target, chunk, track=False)[1].mean(1, keepdim=True)
             for chunk in _chunks(images, batch_size)
@@ -95,7 +100,7 @@ def _class_maps(
 ) -> Tensor:
     target = resolve_layer(model, layer)
     # Lightning evaluates under inference mode, whose tensors cannot join an autograd graph.
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         maps = [
             _chunk_maps(model, target, chunk, classes, weigh)
             for chunk in _chunks(images, batch_size)
@@ -192,15 +197,3 @@ def _chunks(images: Tensor, batch_size: int | None) -> tuple[Tensor, ...]:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: need a positive int or None, got {batch_size!r}")
     return images.split(batch_size)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    # Per-module flags: fine-tune policies keep frozen norms in eval inside a training model.
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode

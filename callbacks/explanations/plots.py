@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
-from callbacks.explanations.eigen import EigenResult, PCAResult, pearson, reconstruct
+from cxrlab.callbacks.explanations.eigen import EigenResult, PCAResult, pearson, reconstruct
 
 # Figure() without pyplot renders through Agg and never touches a GUI backend or global state
 HEAT_CMAP = "jet"

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from callbacks.explanations import plots
-from callbacks.explanations.display import heatmap_grid, upsample
-from callbacks.explanations.eigen import HeatmapSet
-from callbacks.explanations.explanation import ExplanationSet, of_class
+from cxrlab.callbacks.explanations import plots
+from cxrlab.callbacks.explanations.display import heatmap_grid, upsample
+from cxrlab.callbacks.explanations.eigen import HeatmapSet
+from cxrlab.callbacks.explanations.explanation import ExplanationSet
+from cxrlab.callbacks.explanations.methods import first_per_class, of_class
 
 
 def _nanmean(t: torch.Tensor | None) -> float | None:
@@ -78,7 +79,7 @@ def explanation_artifacts(
         c = next((c for c, p in enumerate(e.pcas) if p is not None), None)
         if c is not None:
             first = int(torch.nonzero(es.labels == c).flatten()[0])
-            display = upsample(es.maps[_class_method(es)][first, c], e.averages.shape[-1]).numpy()
+            display = upsample(es.maps[first_per_class(list(es.maps))][first, c], e.averages.shape[-1]).numpy()
             out["eigen_reconstructions.png"] = plots.plot_reconstructions(display, e.pcas[c])
     if es.aopc is not None:
         out["aopc_curve.png"] = plots.plot_aopc_curve({"MoRF": es.aopc["curve_morf"], "random order": es.aopc["curve_random"]})
@@ -111,10 +112,6 @@ def shortcut_gallery(es: ExplanationSet, n: int = 8) -> Any:
 def _times(severity: float) -> str:
     """How far a bound is broken, for a title: a zero lung focus breaks it infinitely far."""
     return f"x{severity:.1f}" if severity < 100 else "x>100"
-
-
-def _class_method(es: ExplanationSet) -> str:
-    return next(m for m in es.maps if m != "activation")
 
 
 def focus_table(es: ExplanationSet) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from experiments.config import AlarmConfig
+from cxrlab.config import AlarmConfig
 
 # focus score -> (the AlarmConfig threshold that bounds it, whether it must stay above it)
 CRITERIA: dict[str, tuple[str, bool]] = {

@@ -6,19 +6,19 @@ itself when imported below, so the order here is the order `cxrlab data sources`
 
 # Registration order is listing order (the generic sources first), so these stay unsorted.
 # isort: off
-from datamodules.sources import csv_folder  # noqa: F401  (imported to register the adapters)
-from datamodules.sources import kermany  # noqa: F401
-from datamodules.sources import coronahack  # noqa: F401
-from datamodules.sources import covid_radiography  # noqa: F401
-from datamodules.sources import cohen  # noqa: F401
-from datamodules.sources import covidx  # noqa: F401
-from datamodules.sources import combine  # noqa: F401
+from cxrlab.datamodules.sources import csv_folder  # noqa: F401  (imported to register the adapters)
+from cxrlab.datamodules.sources import kermany  # noqa: F401
+from cxrlab.datamodules.sources import coronahack  # noqa: F401
+from cxrlab.datamodules.sources import covid_radiography  # noqa: F401
+from cxrlab.datamodules.sources import cohen  # noqa: F401
+from cxrlab.datamodules.sources import covidx  # noqa: F401
+from cxrlab.datamodules.sources import combine  # noqa: F401
 # isort: on
-from datamodules.sources.csv_folder import csv_source, folder_source
-from datamodules.sources.load import Loaded, data_root, load_source, load_table, read_source
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import Source, detect_source, get_source, source_names
-from datamodules.sources.table import check_files, resolve_classes, select_labels
+from cxrlab.datamodules.sources.csv_folder import csv_source, folder_source
+from cxrlab.datamodules.sources.load import Loaded, data_root, load_source, load_table, read_source
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import Source, detect_source, get_source, source_names
+from cxrlab.datamodules.sources.table import check_files, resolve_classes, select_labels
 
 __all__ = [
     "Loaded",

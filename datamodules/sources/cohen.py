@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.table import make_table
 
 # Leaves of flat (older) findings and of findings whose hierarchy lacks a category.
 LEAVES = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import detect_source, get_source, register, source_names
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import detect_source, get_source, register, source_names
 
 GENERIC = ("csv", "folder", "combine")  # `auto` falls back to these; they never name a part
 

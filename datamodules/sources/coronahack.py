@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.kermany import kermany_patient
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.kermany import kermany_patient
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.table import make_table
 
 METADATA = "Chest_xray_Corona_Metadata.csv"
 IMAGES = "Coronahack-Chest-XRay-Dataset"

@@ -3,7 +3,7 @@
 Current: COVID-19_Radiography_Dataset/{COVID,Lung_Opacity,Normal,Viral Pneumonia}/{images,masks}/
 <Class>-<n>.png, with <Class>.metadata.xlsx files (FILE NAME, FORMAT, SIZE, URL) whose names
 differ in case from the files (NORMAL-1 for Normal-1.png). Masks are smaller than the images;
-they are resized to the image's field of view where they are loaded (datamodules.probe).
+they are resized to the image's field of view where they are loaded (cxrlab.datamodules.probe).
 Older release: COVID-19/, NORMAL/, Viral Pneumonia/ with files like "COVID-19 (125).png".
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.kermany import is_image
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import make_table, stem_patient
+from cxrlab.datamodules.sources.kermany import is_image
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.table import make_table, stem_patient
 
 FOLDERS = {  # class folder, as spelled in either release -> label
     "COVID": "covid",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.table import make_table
 
 LABELS = {"covid-19": "covid", "positive": "covid", "normal": "normal", "pneumonia": "pneumonia",
           "negative": "non_covid"}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from datamodules.images import IMAGE_SUFFIXES
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import OPTIONAL_PATHS, REQUIRED, SPLITS
+from cxrlab.datamodules.images import IMAGE_SUFFIXES
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.screen import strict_error
+from cxrlab.datamodules.sources.table import OPTIONAL_PATHS, REQUIRED, SPLITS
 
 
 def _resolve(table: pd.DataFrame, base: Path, column: str) -> pd.Series:
@@ -19,7 +21,7 @@ def _resolve(table: pd.DataFrame, base: Path, column: str) -> pd.Series:
         if not isinstance(p, str) or not p:
             return None
         # Normalised but not resolved: a symlink keeps its own path, so the data-root check
-        # (datamodules.sources.screen) can still see where it points.
+        # (cxrlab.datamodules.sources.screen) can still see where it points.
         return os.path.normpath(base / p)
 
     return table[column].map(one)
@@ -66,14 +68,19 @@ def csv_source(csv_path: str | Path, name: str | None = None) -> pd.DataFrame:
     return table
 
 
-def folder_source(root: str | Path) -> pd.DataFrame:
-    """A class-per-folder tree: root/<label>/**/<image>; the file stem is the patient id."""
+def folder_source(root: str | Path, strict: bool = False) -> pd.DataFrame:
+    """A class-per-folder tree: root/<label>/**/<image>; the file stem is the patient id. A class
+    folder without images is named in a warning (an error under data.strict), not dropped silently."""
     root = Path(root)
     rows = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(class_dir.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append((str(f.absolute()), class_dir.name, f.stem))
+        found = [f for f in sorted(class_dir.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            empty = f"{class_dir}: class folder '{class_dir.name}' holds no images, so that class is left out"
+            if strict:
+                raise strict_error(empty)
+            warnings.warn(f"{empty}; add its images or remove the folder", stacklevel=2)
+        rows += [(str(f.absolute()), class_dir.name, f.stem) for f in found]
     if not rows:
         raise ValueError(
             f"{root}: no images found in class sub-folders; expected {root}/<class>/<image>.png "
@@ -124,4 +131,4 @@ def load_folder(root: Path, options: SourceOptions) -> pd.DataFrame:
     """Class folders; the file stem is the patient id."""
     if not root.is_dir():
         raise ValueError(f"{root}: data.source=folder needs a folder of class sub-folders")
-    return folder_source(root)
+    return folder_source(root, options.strict)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.images import IMAGE_SUFFIXES
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import register
-from datamodules.sources.table import make_table
+from cxrlab.datamodules.images import IMAGE_SUFFIXES
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import register
+from cxrlab.datamodules.sources.table import make_table
 
 CLASS_DIRS = ("NORMAL", "PNEUMONIA")
 SPLIT_DIRS = ("train", "val", "test")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.registry import detect_source, get_source
-from datamodules.sources.screen import screen
-from experiments.config import DataConfig
+from cxrlab.config import DataConfig
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.registry import detect_source, get_source
+from cxrlab.datamodules.sources.screen import screen
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from experiments.config import DataConfig
+from cxrlab.config import DataConfig
 
 _DEFAULTS = DataConfig()
 

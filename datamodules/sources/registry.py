@@ -1,8 +1,6 @@
-"""The source registry: name -> adapter, kept apart from the adapters that register themselves.
-
-Every dataset adapter module decorates its loader with `@register(...)`; the package's
-`__init__` imports them all, so config validation, `cxrlab data sources`, `auto` detection and
-dispatch read this one table.
+"""Data sources: each dataset adapter decorates its loader with `@register(...)`, which adds a
+Source to the data.source registry (cxrlab.config.registry.SOURCES); config validation,
+`cxrlab data sources`, `auto` detection and dispatch read that one table.
 """
 
 from __future__ import annotations
@@ -12,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.config import did_you_mean
+from cxrlab.config import SOURCES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from datamodules.sources.options import SourceOptions
+    from cxrlab.datamodules.sources.options import SourceOptions
 
 Loader = Callable[[Path, "SourceOptions"], "pd.DataFrame"]
 Detector = Callable[[Path], bool]
@@ -35,9 +33,6 @@ class Source:
     official_split: bool = False  # the table carries the dataset's own split (official_split)
 
 
-_REGISTRY: dict[str, Source] = {}
-
-
 def register(
     name: str,
     *,
@@ -46,12 +41,10 @@ def register(
     detect: Detector | None = None,
     official_split: bool = False,
 ) -> Callable[[Loader], Loader]:
-    """Decorator: add a loader to the registry under `name`."""
+    """Decorator: register a loader as the data source `name`."""
 
     def add(load: Loader) -> Loader:
-        if name in _REGISTRY or name == "auto":
-            raise RuntimeError(f"data source {name!r} is registered twice")
-        _REGISTRY[name] = Source(name, load, detect, summary, folder, official_split)
+        SOURCES.add(name, Source(name, load, detect, summary, folder, official_split))
         return load
 
     return add
@@ -59,24 +52,19 @@ def register(
 
 def source_names() -> tuple[str, ...]:
     """Registered source names in registration order (auto is not one of them)."""
-    return tuple(_REGISTRY)
+    return tuple(SOURCES)
 
 
 def get_source(name: str) -> Source:
     """The adapter called `name`; a one-line error lists the valid names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"data.source={name!r} is not one of auto, {', '.join(_REGISTRY)}{did_you_mean(name, _REGISTRY)}"
-        ) from None
+    return SOURCES.get(name)
 
 
 def detect_source(root: Path, exclude: tuple[str, ...] = ()) -> str:
     """The one source whose detector accepts `root`; a CSV file or class folders when none does."""
     hits = [
-        s.name for s in _REGISTRY.values()
-        if s.detect is not None and s.name not in exclude and s.detect(root)
+        name for name in SOURCES
+        if (s := get_source(name)).detect is not None and name not in exclude and s.detect(root)
     ]
     if len(hits) > 1:
         raise ValueError(

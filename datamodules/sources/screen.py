@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.sources.options import SourceOptions
-from datamodules.sources.table import OPTIONAL_PATHS, SKIP, SKIPPED_COLUMNS
+from cxrlab.datamodules.sources.options import SourceOptions
+from cxrlab.datamodules.sources.table import OPTIONAL_PATHS, SKIP, SKIPPED_COLUMNS
 
 STRICT_HINT = "(data.strict is on; fix the data or set --data.strict false to skip such rows)"
 

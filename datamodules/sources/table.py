@@ -1,4 +1,4 @@
-"""The sample table of DESIGN.md and the helpers every adapter shares.
+"""The sample table every adapter returns, and the helpers every adapter shares.
 
 Columns: path, label, patient_id, source (+ optional mask_path, lesion_path, split,
 official_split). Paths are absolute. `split` is a fixed assignment the user wrote (a CSV column)

@@ -1,7 +1,7 @@
-"""`python -m experiments.cli`: the same as the `cxrlab` console script."""
+"""`python -m cxrlab.experiments.cli`: the same as the `cxrlab` console script."""
 
 import sys
 
-from experiments.cli.main import main
+from cxrlab.experiments.cli.main import main
 
 sys.exit(main())

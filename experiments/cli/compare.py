@@ -1,16 +1,16 @@
-"""The `cxrlab compare` command line; the runner and its heavy imports: experiments.evaluation.compare."""
+"""The `cxrlab compare` command line; the runner and its heavy imports: cxrlab.experiments.evaluation.compare."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from experiments.cli.flags import add_common_flags
+from cxrlab.experiments.cli.flags import add_common_flags
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     """cxrlab compare."""
-    from experiments.evaluation.compare import compare_runs, format_comparison
+    from cxrlab.experiments.evaluation.compare import compare_runs, format_comparison
 
     result = compare_runs(
         ns.experiment,

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.cli.flags import add_common_flags, add_config_flags, config_path, overrides_from
+from cxrlab.experiments.cli.flags import (
+    add_common_flags,
+    add_config_flags,
+    config_path,
+    overrides_from,
+)
 
 
 def cmd_phantom(ns: argparse.Namespace) -> int:
     """cxrlab data phantom."""
-    from datamodules.phantom import generate_phantom
+    from cxrlab.datamodules.phantom import generate_phantom
 
     classes = [c.strip() for c in ns.classes.split(",") if c.strip()]
     table = generate_phantom(
@@ -25,8 +30,8 @@ def cmd_phantom(ns: argparse.Namespace) -> int:
 
 def cmd_inspect(ns: argparse.Namespace) -> int:
     """cxrlab data inspect."""
-    from datamodules.inspection import inspect_dataset, report_text, write_inspection
-    from experiments.config import load_config
+    from cxrlab.config import load_config
+    from cxrlab.datamodules.inspection import inspect_dataset, report_text, write_inspection
 
     cfg = load_config(config_path(ns.config), overrides_from(ns))
     ins = inspect_dataset(cfg.data, workers=ns.workers, progress=not ns.quiet)
@@ -39,7 +44,7 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
 
 def cmd_sources(ns: argparse.Namespace) -> int:
     """cxrlab data sources."""
-    from datamodules.sources.registry import get_source, source_names
+    from cxrlab.datamodules.sources.registry import get_source, source_names
 
     print(f"{'source':<18} {'auto':<5} {'official split':<15} point data.root at")
     for name in source_names():
@@ -65,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ph.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset [default: 0]")
     ph.add_argument("--classes", default="normal,bacteria,virus,covid", help="comma-separated subset of normal,bacteria,virus,covid [default: all four]")
     ph.add_argument("--shortcut", type=float, default=0.0, help="share of images with a class-correlated corner marker (the artefact trap) [default: 0]")
-    ph.add_argument("--difficulty", type=float, default=argparse.SUPPRESS, help="0 (obvious findings) .. 1 (faint, variable) [default: datamodules.phantom.DEFAULT_DIFFICULTY, where a clean demo model is good but not perfect]")
+    ph.add_argument("--difficulty", type=float, default=argparse.SUPPRESS, help="0 (obvious findings) .. 1 (faint, variable) [default: cxrlab.datamodules.phantom.DEFAULT_DIFFICULTY, where a clean demo model is good but not perfect]")
     ph.add_argument("--workers", type=int, default=1, help="worker processes [default: 1]")
     add_common_flags(ph, "quiet")
     ph.set_defaults(func=cmd_phantom)

@@ -1,11 +1,11 @@
-"""The `cxrlab evaluate` command line; the runner and its heavy imports: experiments.evaluation.evaluate."""
+"""The `cxrlab evaluate` command line; the runner and its heavy imports: cxrlab.experiments.evaluation.evaluate."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
+from cxrlab.experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
 
 DESCRIPTION = """\
 Rebuild the model and its preprocessing from CHECKPOINT alone and evaluate it on the split it was
@@ -24,7 +24,7 @@ The config flags below (--data.* and --explain.*) override the checkpoint's conf
 
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     """cxrlab evaluate."""
-    from experiments.evaluation.evaluate import evaluate, summary_text
+    from cxrlab.experiments.evaluation.evaluate import evaluate, summary_text
 
     results = evaluate(
         ns.checkpoint,

@@ -1,17 +1,17 @@
-"""`cxrlab explain` command line (the work happens in experiments.evaluation.explain_checkpoint, imported on use)."""
+"""`cxrlab explain` command line (the work happens in cxrlab.experiments.evaluation.explain_checkpoint, imported on use)."""
 
 from __future__ import annotations
 
 import argparse
 
-from experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
+from cxrlab.experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
 
 
 def cmd_explain(ns: argparse.Namespace) -> int:
     """cxrlab explain."""
     if ns.checkpoint == "compare":
         return cmd_explain_compare(ns)
-    from experiments.evaluation.explain_checkpoint import explain_checkpoint
+    from cxrlab.experiments.evaluation.explain_checkpoint import explain_checkpoint
 
     if ns.refs:
         raise ValueError(f"unexpected arguments {ns.refs}; cxrlab explain takes one CHECKPOINT")
@@ -29,7 +29,7 @@ def cmd_explain(ns: argparse.Namespace) -> int:
 
 def cmd_explain_compare(ns: argparse.Namespace) -> int:
     """cxrlab explain compare A B: heatmap robustness (`cxrlab compare --heatmaps` is its alias)."""
-    from experiments.evaluation.robustness import (
+    from cxrlab.experiments.evaluation.robustness import (
         heatmap_robustness,
         robustness_summary,
         write_robustness,

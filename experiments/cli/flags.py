@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.config import bounds, iter_fields, range_text, type_name
+from cxrlab.config import Registry, bounds, iter_fields, range_text, registry_of, type_name
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -26,6 +26,17 @@ def add_common_flags(parser: argparse.ArgumentParser, *names: str) -> None:
         parser.add_argument(f"--{name}", **COMMON_FLAGS[name])
 
 
+class _Names:
+    """A registry's names, read when help is shown: reading them imports the implementations,
+    which a command that only checks its config must not wait for."""
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self.registry = registry
+
+    def __str__(self) -> str:
+        return ", ".join(self.registry.names())
+
+
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
     """One `--section.key VALUE` flag per config option (of `sections`, default all), with its help."""
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -39,13 +50,17 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         shown = "null" if default is None else default
         if key in ranges:
             shown = f"{shown}; {range_text(ranges[key])}"
-        groups[section].add_argument(
+        registry = registry_of(tp)
+        listed = " (each one of %(names)s)" if registry and registry.many else " (one of %(names)s)" if registry else ""
+        action = groups[section].add_argument(
             f"--{key}",
             dest=f"cfg:{key}",
             metavar=type_name(tp).upper(),
             default=argparse.SUPPRESS,
-            help=f"{help_text} [default: {shown}]".replace("%", "%%"),
+            help=help_text.replace("%", "%%") + listed + f" [default: {shown}]".replace("%", "%%"),
         )
+        if registry is not None:
+            action.names = _Names(registry)  # argparse fills %(names)s from the action's attributes
 
 
 def overrides_from(ns: argparse.Namespace) -> dict[str, Any]:

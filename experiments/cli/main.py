@@ -7,9 +7,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from experiments.cli import compare, data, evaluate, explain, models, predict, sweep, train, ui
-from experiments.cli.flags import keep_old_spellings
-from experiments.config import ConfigError
+from cxrlab.config import ConfigError
+from cxrlab.experiments.cli import (
+    compare,
+    data,
+    evaluate,
+    explain,
+    models,
+    predict,
+    sweep,
+    train,
+    ui,
+)
+from cxrlab.experiments.cli.flags import keep_old_spellings
 
 DESCRIPTION = """\
 cxrlab: train, sweep, explain and evaluate chest X-ray classifiers, tracked in MLflow.

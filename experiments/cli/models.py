@@ -7,7 +7,7 @@ import argparse
 
 def cmd_models(ns: argparse.Namespace) -> int:
     """cxrlab models."""
-    from lightning_modules.backbones import REGISTRY, build_backbone
+    from cxrlab.lightning_modules.backbones import REGISTRY, build_backbone
 
     print(f"{'backbone':<20} {'input':>5}  {'normalisation':<13}" + ("  channels  blocks  Grad-CAM layer" if ns.detail else ""))
     for name in sorted(REGISTRY):

@@ -1,4 +1,4 @@
-"""The `cxrlab predict` command line; the runner and its heavy imports: experiments.evaluation.predict."""
+"""The `cxrlab predict` command line; the runner and its heavy imports: cxrlab.experiments.evaluation.predict."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from experiments.cli.flags import add_common_flags
+from cxrlab.experiments.cli.flags import add_common_flags
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
     """cxrlab predict."""
-    from experiments.evaluation.predict import format_text, predict
+    from cxrlab.experiments.evaluation.predict import format_text, predict
 
     results = predict(
         ns.checkpoint, ns.images, ns.heatmap, ns.lung_mask or (), ns.cutoff, ns.alpha, ns.device

@@ -1,4 +1,4 @@
-"""`cxrlab sweep` and `cxrlab sweep status` (the command line; the runner lives in sweep_runner)."""
+"""`cxrlab sweep` and `cxrlab sweep status` (the command line; the launcher lives in cxrlab.experiments.sweeps.runner)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from experiments.cli.flags import add_config_flags, config_path, overrides_from
-from experiments.config import ConfigError
+from cxrlab.config import ConfigError
+from cxrlab.experiments.cli.flags import add_config_flags, config_path, overrides_from
 
 USAGE = """cxrlab sweep --config FILE [--n_trials N] [--timeout S] [--study_name NAME] [--storage URL]
                     [--workers K] [--gpus IDS] [--SECTION.KEY VALUE ...]
@@ -30,14 +30,13 @@ Every config key below is also a flag; it applies to every trial (searched keys 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     """cxrlab sweep."""
-    from experiments.sweeps.runner import run_sweep
-    from experiments.sweeps.storage import redact
+    from cxrlab.config.secrets import refuse_password
 
     if ns.config is None:
         raise ConfigError("cxrlab sweep needs --config FILE (e.g. experiments/configs/phantom_sweep.yaml)")
-    if ns.storage and redact(ns.storage) != ns.storage:
-        print("cxrlab sweep: warning: the --storage URL holds a password, which any user sees in `ps`; "
-              "leave it out and put it in ~/.pgpass or PGPASSWORD", file=sys.stderr)
+    refuse_password(ns.storage, "--storage")
+    from cxrlab.experiments.sweeps.runner import run_sweep
+
     outcome = run_sweep(
         config_path(ns.config), overrides_from(ns), n_trials=ns.n_trials, timeout=ns.timeout,
         study_name=ns.study_name, storage=ns.storage, workers=ns.workers, gpus=ns.gpus,
@@ -55,7 +54,10 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
 
 def cmd_status(ns: argparse.Namespace) -> int:
     """cxrlab sweep status."""
-    from experiments.sweeps.status import format_status, load_existing_study
+    from cxrlab.config.secrets import refuse_password
+
+    refuse_password(ns.storage, "--storage")
+    from cxrlab.experiments.sweeps.status import format_status, load_existing_study
 
     print(format_status(load_existing_study(ns.study_name, ns.storage)))
     return 0
@@ -78,7 +80,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--n_trials", type=_positive_int, metavar="N", help="new trials in this launch, across all workers [default: search.n_trials; a grid: the points not yet run]")
     p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds [default: none]")
     p.add_argument("--study_name", metavar="NAME", help="Optuna study name; the same name resumes it [default: search.study_name, else the config file's stem]")
-    p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///FILE (one worker) or postgresql://USER:PASS@HOST/DB [default: mlruns/optuna/<study>.journal]")
+    p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///FILE (one worker) or postgresql://USER@HOST/DB, its password in ~/.pgpass or PGPASSWORD, never in the URL [default: mlruns/optuna/<study>.journal]")
     p.add_argument("--workers", type=_positive_int, metavar="K", help="worker processes on the same study [default: one per GPU in --gpus, else 1]")
     p.add_argument("--gpus", default="auto", metavar="IDS", help="GPU ids for the workers, round-robin (0,1,2,3); none = CPU only [default: auto = every visible GPU]")
     add_config_flags(p)

@@ -3,50 +3,65 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import signal
 import sys
 from typing import Any
 
-from experiments.cli.flags import add_common_flags, add_config_flags, config_path, overrides_from
-from experiments.config import ConfigError
+from cxrlab.config import ConfigError
+from cxrlab.experiments.cli.flags import (
+    add_common_flags,
+    add_config_flags,
+    config_path,
+    overrides_from,
+)
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
     """cxrlab train."""
-    from experiments.config import from_dict, load_config, set_dotted, to_yaml
-    from experiments.training.checks import check_config
-    from experiments.training.train import resolve, resume_config, train
+    from cxrlab.config import from_dict, load_config, set_dotted, to_yaml
 
     overrides = overrides_from(ns)
     if ns.tracking_uri:
         overrides["tracking.uri"] = ns.tracking_uri
     run_id = None
     if ns.resume:
-        from experiments.tracking import store as tracking
-        from lightning_modules.checkpoint import read_checkpoint
+        from cxrlab.experiments.tracking import checkpoints
+        from cxrlab.experiments.training.checks import check_resume
+        from cxrlab.experiments.training.train import resume_config
+        from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
         # runs:/RUN_ID/checkpoints/last.ckpt: the resume checkpoint a run uploaded to its server.
         uri = overrides.get("tracking.uri")
-        ns.resume = str(tracking.local_checkpoint(ns.resume, uri, overrides.get("tracking.checkpoint_dir")))
+        ns.resume = str(checkpoints.local_checkpoint(ns.resume, uri, overrides.get("tracking.checkpoint_dir")))
         ckpt = read_checkpoint(ns.resume)
         raw, run_id = resume_config(ckpt)
         if ns.config:
             raise ConfigError("--resume takes its config from the checkpoint; drop --config (overrides still apply)")
+        where = f"{ns.resume} (config stored in the checkpoint)"
+        stored = from_dict(copy.deepcopy(raw), where)
         for k, v in overrides.items():
             set_dotted(raw, k, v)
-        where = f"{ns.resume} (config stored in the checkpoint)"
         cfg = from_dict(raw, where)
+        check_resume(stored, cfg, where)  # before anything touches the run
     else:
         path = config_path(ns.config)
         where = str(path) if path else "config"
+        # Keys, types and ranges first: a typo is reported before torch, Lightning or MLflow loads.
         cfg = load_config(path, overrides)
+    from cxrlab.experiments.training.checks import check_config
+    from cxrlab.experiments.training.train import resolve, train
+
     check_config(cfg, where)
     if ns.print_config:
         print(to_yaml(resolve(cfg)), end="")
         return 0
     result = train(cfg, resume=ns.resume, run_id=run_id)
     if result.interrupted:
-        print("cxrlab: training interrupted; resume with --resume on the last.ckpt of this run", file=sys.stderr)
-        return 130
+        how = f"stopped by {signal.Signals(result.exit_code - 128).name}" if result.exit_code else "interrupted"
+        last = result.last_checkpoint or "the last.ckpt of this run"
+        print(f"cxrlab: training {how}; resume with: cxrlab train --resume {last}", file=sys.stderr)
+        return result.exit_code or 130
     _print_result(result, cfg)
     return 0
 
@@ -64,9 +79,9 @@ def _print_result(result: Any, cfg: Any) -> None:
     if result.best_checkpoint:
         print(f"  checkpoint: {result.best_checkpoint}")
     if result.run_id:
-        from experiments.tracking import store as tracking
+        from cxrlab.experiments.tracking import store
 
-        print(f"  MLflow run: {result.run_id}  (store {tracking.resolve_uri(cfg.tracking.uri)})")
+        print(f"  MLflow run: {result.run_id}  (store {store.resolve_uri(cfg.tracking.uri)})")
         print("  browse:     cxrlab ui   ->  http://127.0.0.1:5000")
 
 

@@ -7,7 +7,7 @@ import argparse
 
 def cmd_ui(ns: argparse.Namespace) -> int:
     """cxrlab ui."""
-    from experiments.tracking.ui import run_ui
+    from cxrlab.experiments.tracking.ui import run_ui
 
     return run_ui(ns.host, ns.port, ns.backend_store_uri, ns.optuna)
 

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
-from experiments.evaluation.report import markdown_table, text_table
-from experiments.evaluation.robustness import (
+from cxrlab.callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
+from cxrlab.experiments.evaluation.report import markdown_table, text_table
+from cxrlab.experiments.evaluation.robustness import (
     heatmap_robustness,
     robustness_summary,
     write_robustness,
 )
-from experiments.tracking import store as tracking
+from cxrlab.experiments.tracking import store
 
 DEFAULT_METRICS = (
     "test/acc",
@@ -187,7 +187,7 @@ def compare_runs(
 
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    uri = tracking.resolve_uri(tracking_uri)
+    uri = store.resolve_uri(tracking_uri)
     runs = find_runs(MlflowClient(uri), experiment, run_ids, kind, alarm)
     table = compare_table(runs, metrics, sort, ascending)
     robustness, pair = None, [r.info.run_id for r in runs[:2]]

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from datamodules.datamodule import CXRDataModule, drop_skipped, verify_images
-from datamodules.images import Decoding
-from datamodules.sources import check_files, load_source, select_labels
-from experiments.config import DataConfig
+from cxrlab.config import DataConfig
+from cxrlab.datamodules.datamodule import CXRDataModule, drop_skipped, verify_images
+from cxrlab.datamodules.images import Decoding
+from cxrlab.datamodules.sources import check_files, load_source, select_labels
 
 UNSEEN = "unseen"  # the split name of rows whose label is not a model class
 

@@ -10,22 +10,22 @@ from typing import Any
 
 import pandas as pd
 
-from callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
-from experiments.config import Config, from_dict, set_dotted, to_dict
-from experiments.evaluation.clinical import per_class_table
-from experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
-from experiments.evaluation.inference import pick_device, predict_table
-from experiments.evaluation.outputs import (
+from cxrlab.callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
+from cxrlab.config import Config, from_dict, set_dotted, to_dict
+from cxrlab.experiments.evaluation.clinical import per_class_table
+from cxrlab.experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
+from cxrlab.experiments.evaluation.inference import pick_device, predict_table
+from cxrlab.experiments.evaluation.outputs import (
     VAL,
     Predictions,
     positive_class,
     write_json,
     write_outputs,
 )
-from experiments.evaluation.report import Section, render_html, render_markdown, text_table
-from experiments.tracking import store as tracking
-from experiments.tracking.writer import log_derived_run, run_tags
-from lightning_modules.checkpoint import load_classifier
+from cxrlab.experiments.evaluation.report import Section, render_html, render_markdown, text_table
+from cxrlab.experiments.tracking import checkpoints, store
+from cxrlab.experiments.tracking.writer import log_derived_run, run_tags
+from cxrlab.lightning_modules.checkpoint import load_classifier
 
 SPLITS = ("test", "val", "all")
 EVAL_EXPERIMENT = "cxrlab-evaluate"
@@ -97,9 +97,9 @@ def evaluate(
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     cutoffs = parse_cutoffs(cutoffs)
-    checkpoint = tracking.local_checkpoint(checkpoint, tracking_uri)  # runs:/RUN_ID: from the store
+    checkpoint = checkpoints.local_checkpoint(checkpoint, tracking_uri)  # runs:/RUN_ID: from the store
     model = load_classifier(checkpoint)
-    uri = tracking.resolve_uri(tracking_uri)
+    uri = store.resolve_uri(tracking_uri)
     classes = model.classes
     cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
     positive = positive_class(classes, positive)
@@ -137,7 +137,11 @@ def explain_sections(
     --explain, the explanation section; adds their metrics and the verdict to `results`."""
     if not (explain or cfg.explain.alarm.enabled):
         return [], []
-    from experiments.evaluation.explain_report import explain_report, explain_split, shortcut_report
+    from cxrlab.experiments.evaluation.explain_report import (
+        explain_report,
+        explain_split,
+        shortcut_report,
+    )
 
     done = explain_split(model, data, split, cfg, focus_only=not explain)
     results["metrics"] |= {f"{split}/{k}": v for k, v in done.metrics.items() if math.isfinite(v)}

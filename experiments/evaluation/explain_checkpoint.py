@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.evaluation.data import evaluation_data
-from experiments.evaluation.evaluate import evaluation_config
-from experiments.evaluation.explain_report import explain_split
-from experiments.tracking import store as tracking
-from experiments.tracking.writer import log_derived_run, write_objects
-from lightning_modules.checkpoint import load_classifier
+from cxrlab.experiments.evaluation.data import evaluation_data
+from cxrlab.experiments.evaluation.evaluate import evaluation_config
+from cxrlab.experiments.evaluation.explain_report import explain_split
+from cxrlab.experiments.tracking import checkpoints, store
+from cxrlab.experiments.tracking.writer import log_derived_run, write_objects
+from cxrlab.lightning_modules.checkpoint import load_classifier
 
 
 def explain_checkpoint(
@@ -23,7 +23,7 @@ def explain_checkpoint(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Explain up to `max_per_class` images per class of one split; write and log the artifacts."""
-    checkpoint = str(tracking.local_checkpoint(checkpoint, tracking_uri))  # runs:/RUN_ID
+    checkpoint = str(checkpoints.local_checkpoint(checkpoint, tracking_uri))  # runs:/RUN_ID
     model = load_classifier(checkpoint)
     cfg = evaluation_config(model.config, overrides or {}, checkpoint)
     data = evaluation_data(cfg.data, model.classes, cfg.seed, model.input_size)
@@ -45,7 +45,7 @@ def _log_run(
 ) -> str:
     """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
     run_id, _ = log_derived_run(
-        tracking.resolve_uri(uri), train_run, "cxrlab-explain", f"explain-{split}-{Path(checkpoint).stem}",
+        store.resolve_uri(uri), train_run, "cxrlab-explain", f"explain-{split}-{Path(checkpoint).stem}",
         tags, {"checkpoint": str(Path(checkpoint).resolve()), "split": split},
         {f"{split}/{k}": v for k, v in metrics.items()}, folder, f"explain/{split}",
     )

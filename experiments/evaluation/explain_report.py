@@ -10,20 +10,21 @@ from typing import Any
 import pandas as pd
 import torch
 
-from callbacks.explanations.display import heatmap_grid
-from callbacks.explanations.explanation import ExplanationSet, heatmaps, of_class, target_layer
-from callbacks.explanations.explanation_pass import (
+from cxrlab.callbacks.explanations.display import heatmap_grid
+from cxrlab.callbacks.explanations.explanation import ExplanationSet, target_layer
+from cxrlab.callbacks.explanations.explanation_pass import (
     ExplainedImages,
     explain_image_set,
     sample_images,
 )
-from callbacks.explanations.records import focus_table, shortcut_gallery
-from callbacks.explanations.shortcut import CRITERIA
-from experiments.config import Config
-from experiments.evaluation.data import EvaluationData
-from experiments.evaluation.outputs import Predictions
-from experiments.evaluation.report import Section
-from experiments.tracking.writer import write_objects
+from cxrlab.callbacks.explanations.methods import heatmaps, of_class
+from cxrlab.callbacks.explanations.records import focus_table, shortcut_gallery
+from cxrlab.callbacks.explanations.shortcut import CRITERIA
+from cxrlab.config import Config
+from cxrlab.experiments.evaluation.data import EvaluationData
+from cxrlab.experiments.evaluation.outputs import Predictions
+from cxrlab.experiments.evaluation.report import Section
+from cxrlab.experiments.tracking.writer import write_objects
 
 PER_CLASS = 50  # images per class that evaluate explains (the shortcut check and --explain)
 FIGURES = ("averages.png", "argmax_map.png", "boxplots.png", "eigen_components.png", "aopc_curve.png")

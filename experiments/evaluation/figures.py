@@ -10,7 +10,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from experiments.evaluation.clinical import PrCurve, RocCurve, roc_curves
+from cxrlab.experiments.evaluation.clinical import PrCurve, RocCurve, roc_curves
 
 if TYPE_CHECKING:
     import torch

@@ -10,11 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.datamodule import CXRDataset
-from datamodules.images import Decoding
-from datamodules.transforms import eval_transform
-from experiments.config import DataConfig
-from lightning_modules.classifier import CXRClassifier
+from cxrlab.config import DataConfig
+from cxrlab.datamodules.datamodule import CXRDataset
+from cxrlab.datamodules.images import Decoding
+from cxrlab.datamodules.transforms import eval_transform
+from cxrlab.lightning_modules.classifier import CXRClassifier
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -14,17 +14,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
-from experiments.evaluation import clinical
-from experiments.evaluation.data import UNSEEN
-from experiments.evaluation.figures import (
+from cxrlab.experiments.evaluation import clinical
+from cxrlab.experiments.evaluation.data import UNSEEN
+from cxrlab.experiments.evaluation.figures import (
     plot_confusion_matrix,
     plot_pr,
     plot_reliability,
     plot_roc,
     plot_threshold_scores,
 )
-from experiments.evaluation.report import Section, save_figure
-from lightning_modules.classifier import disease_indices
+from cxrlab.experiments.evaluation.report import Section, save_figure
+from cxrlab.lightning_modules.classifier import disease_indices
 
 VAL = "val"
 

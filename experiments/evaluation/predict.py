@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from callbacks.explanations.display import overlay
-from callbacks.explanations.explanation import target_layer
-from callbacks.explanations.gradcam import grad_cam
-from datamodules.images import Decoding, read_image, read_mask
-from datamodules.transforms import crop_margin, eval_transform
-from experiments.evaluation.inference import pick_device
-from lightning_modules.checkpoint import load_classifier
-from lightning_modules.classifier import CXRClassifier
+from cxrlab.callbacks.explanations.display import overlay
+from cxrlab.callbacks.explanations.explanation import target_layer
+from cxrlab.callbacks.explanations.gradcam import grad_cam
+from cxrlab.datamodules.images import Decoding, read_image, read_mask
+from cxrlab.datamodules.transforms import crop_margin, eval_transform
+from cxrlab.experiments.evaluation.inference import pick_device
+from cxrlab.lightning_modules.checkpoint import load_classifier
+from cxrlab.lightning_modules.classifier import CXRClassifier
 
 DISPLAY_MAX = 1024  # overlays of large radiographs are drawn at most this many pixels on a side
 BATCH = 16

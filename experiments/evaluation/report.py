@@ -113,7 +113,7 @@ def text_table(df: pd.DataFrame) -> str:
 def _template(name: str) -> jinja2.Template:
     """A report template of templates/; HTML ones escape every value they insert."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("experiments.evaluation", "templates"),
+        loader=jinja2.PackageLoader("cxrlab.experiments.evaluation", "templates"),
         autoescape=jinja2.select_autoescape(["html.j2"]),
         trim_blocks=True,
         lstrip_blocks=True,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from callbacks.explanations.eigen import HeatmapSet, robustness
-from callbacks.explanations.records import load_heatmap_archive
-from experiments.evaluation.report import markdown_table
-from experiments.tracking import store as tracking
+from cxrlab.callbacks.explanations.eigen import HeatmapSet, robustness
+from cxrlab.callbacks.explanations.records import load_heatmap_archive
+from cxrlab.experiments.evaluation.report import markdown_table
+from cxrlab.experiments.tracking import store
 
 HEATMAP_SET = re.compile(r"^explain/([^/]+)/heatmaps\.npz$")
 
@@ -28,7 +28,7 @@ def heatmap_set(ref: str, uri: str | None = None) -> HeatmapSet:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = MlflowClient(store.resolve_uri(uri))
     try:
         client.get_run(ref)
     except MlflowException:

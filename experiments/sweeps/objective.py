@@ -20,13 +20,13 @@ import optuna
 import torch
 from mlflow.tracking import MlflowClient
 
-from callbacks.pruning import PruneOnValidation
-from experiments.config import Config, flatten, from_dict, set_dotted, to_dict
-from experiments.sweeps import trial_runs as sweep_tracking
-from experiments.sweeps.search_schema import SearchConfig
-from experiments.sweeps.search_space import suggest
-from experiments.tracking.writer import RunWriter
-from experiments.training.train import resolve, run_tags, train
+from cxrlab.callbacks.pruning import PruneOnValidation
+from cxrlab.config import Config, flatten, from_dict, set_dotted, to_dict
+from cxrlab.experiments.sweeps import trial_runs
+from cxrlab.experiments.sweeps.search_schema import SearchConfig
+from cxrlab.experiments.sweeps.search_space import suggest
+from cxrlab.experiments.tracking.writer import RunWriter
+from cxrlab.experiments.training.train import resolve, run_tags, train
 
 
 def fold_summary(per_fold: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, float]]:
@@ -96,7 +96,7 @@ def _folds(ctx: TrialContext, trial: optuna.Trial, cfg: Config, run_id: str) -> 
     for fold in range(cfg.data.folds or 0):
         fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
         tags = run_tags(fold_cfg, _trial_tags(ctx, trial.number, "fold") | {"cxrlab.fold": str(fold)})
-        fold_run = sweep_tracking.start_trial_run(ctx.client, ctx.experiment_id, run_id, f"t{trial.number:03d}-fold{fold}", tags)
+        fold_run = trial_runs.start_trial_run(ctx.client, ctx.experiment_id, run_id, f"t{trial.number:03d}-fold{fold}", tags)
         per_fold.append(_fit(fold_cfg, fold_run, ()))
         summary = fold_summary(per_fold)
         _log_summary(ctx, trial, run_id, summary, fold)
@@ -125,11 +125,11 @@ def _log_summary(
 def run_trial(ctx: TrialContext, trial: optuna.Trial) -> float | list[float]:
     """The Optuna objective: one child run (folds nested under it), returns the objective value(s)."""
     # First, so that a launcher whose worker dies from here on finds the trial to re-queue.
-    trial.set_user_attr(sweep_tracking.WORKER_ATTR, sweep_tracking.worker_label(os.getpid()))
+    trial.set_user_attr(trial_runs.WORKER_ATTR, trial_runs.worker_label(os.getpid()))
     params = suggest(trial, ctx.spec, ctx.base_flat)
     tags = _trial_tags(ctx, trial.number) | {"optuna.state": "RUNNING"}
-    run_id = sweep_tracking.start_trial_run(ctx.client, ctx.experiment_id, ctx.parent_id, f"t{trial.number:03d}", tags)
-    trial.set_user_attr(sweep_tracking.RUN_ATTR, run_id)
+    run_id = trial_runs.start_trial_run(ctx.client, ctx.experiment_id, ctx.parent_id, f"t{trial.number:03d}", tags)
+    trial.set_user_attr(trial_runs.RUN_ATTR, run_id)
     try:
         cfg = trial_config(ctx, params, trial.number)
         run = RunWriter(ctx.client, run_id)
@@ -142,13 +142,13 @@ def run_trial(ctx: TrialContext, trial: optuna.Trial) -> float | list[float]:
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning turns Ctrl-C into SystemExit; Optuna records KeyboardInterrupt as FAIL and
         # stops. The same parameters are queued again, so resuming the sweep re-runs them.
-        trial.set_user_attr(sweep_tracking.ERROR_ATTR, "interrupted (Ctrl-C); re-queued")
+        trial.set_user_attr(trial_runs.ERROR_ATTR, "interrupted (Ctrl-C); re-queued")
         trial.study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
-        sweep_tracking.finish_trial_run(ctx.client, run_id, "FAIL", {}, "interrupted (Ctrl-C)", status="KILLED")
+        trial_runs.finish_trial_run(ctx.client, run_id, "FAIL", {}, "interrupted (Ctrl-C)", status="KILLED")
         raise KeyboardInterrupt("sweep interrupted") from e
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
-        trial.set_user_attr(sweep_tracking.ERROR_ATTR, error[:2000])
+        trial.set_user_attr(trial_runs.ERROR_ATTR, error[:2000])
         raise
     finally:
         gc.collect()

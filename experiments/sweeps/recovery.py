@@ -12,8 +12,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.sweeps import trial_runs as sweep_tracking
-from experiments.sweeps.storage import fail_and_requeue
+from cxrlab.experiments.sweeps import trial_runs
+from cxrlab.experiments.sweeps.storage import fail_and_requeue
 
 
 def describe_exit(code: int) -> str:
@@ -29,12 +29,12 @@ def describe_exit(code: int) -> str:
 def recover_trials(study: optuna.Study, client: MlflowClient, pid: int, why: str) -> list[int]:
     """Fail the RUNNING trials of dead worker `pid` (this host), close their MLflow runs as KILLED
     and re-queue them (within search.heartbeat.max_retry); returns the re-queued trials' numbers."""
-    label = sweep_tracking.worker_label(pid)
+    label = trial_runs.worker_label(pid)
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(sweep_tracking.WORKER_ATTR) != label:
+        if trial.user_attrs.get(trial_runs.WORKER_ATTR) != label:
             continue
-        run_id = trial.user_attrs.get(sweep_tracking.RUN_ATTR)
+        run_id = trial.user_attrs.get(trial_runs.RUN_ATTR)
         if fail_and_requeue(study, trial._trial_id) is None:
             continue  # another process failed it first (its heartbeat went stale)
         # Optuna's retry callback records the chain in the new trial (unless max_retry is spent).
@@ -43,7 +43,7 @@ def recover_trials(study: optuna.Study, client: MlflowClient, pid: int, why: str
         )
         if run_id:
             fate = "the trial was re-queued" if retried else "re-queue limit reached (search.heartbeat.max_retry)"
-            sweep_tracking.finish_trial_run(client, run_id, "FAIL", {}, f"{why}; {fate}", status="KILLED")
+            trial_runs.finish_trial_run(client, run_id, "FAIL", {}, f"{why}; {fate}", status="KILLED")
         if retried:
             requeued.append(trial.number)
     return requeued

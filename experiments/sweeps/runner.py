@@ -33,7 +33,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.config import (
+from cxrlab.config import (
     Config,
     ConfigError,
     flatten,
@@ -42,20 +42,20 @@ from experiments.config import (
     set_dotted,
     to_dict,
 )
-from experiments.sweeps import recovery as sweep_recovery
-from experiments.sweeps import trial_runs as sweep_tracking
-from experiments.sweeps.search_schema import SearchConfig
-from experiments.sweeps.search_space import (
+from cxrlab.config.secrets import redact
+from cxrlab.experiments.sweeps import recovery, trial_runs
+from cxrlab.experiments.sweeps.search_schema import SearchConfig
+from cxrlab.experiments.sweeps.search_space import (
     build_pruner,
     build_sampler,
     corner_points,
     parse_search,
 )
-from experiments.sweeps.status import LAUNCH_ATTR, format_status
-from experiments.sweeps.storage import default_storage, open_storage, redact
-from experiments.tracking import store as tracking
-from experiments.tracking.writer import RunWriter
-from experiments.training.checks import check_config
+from cxrlab.experiments.sweeps.status import LAUNCH_ATTR, format_status
+from cxrlab.experiments.sweeps.storage import default_storage, open_storage
+from cxrlab.experiments.tracking import store
+from cxrlab.experiments.tracking.writer import RunWriter
+from cxrlab.experiments.training.checks import check_config
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def open_study(loaded: LoadedSweep, name: str, storage: optuna.storages.BaseStor
     options = {"study_name": name, "storage": storage, "sampler": build_sampler(spec, spec.seed), "pruner": build_pruner(spec)}
     try:
         study, created = optuna.create_study(directions=list(spec.directions), **options), True
-        study.set_user_attr(sweep_tracking.PARENT_PENDING_ATTR, True)  # launches joining now wait for its parent run
+        study.set_user_attr(trial_runs.PARENT_PENDING_ATTR, True)  # launches joining now wait for its parent run
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(**options), False
     directions = [d.name.lower() for d in study.directions]
@@ -216,14 +216,14 @@ class TrialBudget:
 
 def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
     """Optimise the plan's study until the budget, the timeout or the grid runs out; 130 on Ctrl-C."""
-    from experiments.sweeps.objective import TrialContext, run_trial
+    from cxrlab.experiments.sweeps.objective import TrialContext, run_trial
 
     loaded = load_sweep(plan.config, plan.overrides)
     spec = loaded.spec
     client = MlflowClient(plan.tracking_uri)
     storage = open_storage(
         plan.storage, spec.heartbeat.interval, spec.heartbeat.grace, spec.heartbeat.max_retry,
-        on_stale=sweep_tracking.stale_run_closer(client),
+        on_stale=trial_runs.stale_run_closer(client),
     )
     study = optuna.load_study(
         study_name=plan.study_name, storage=storage,
@@ -238,7 +238,7 @@ def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
     try:
         study.optimize(
             functools.partial(run_trial, ctx), timeout=plan.timeout, catch=(Exception,),
-            callbacks=[sweep_tracking.trial_run_closer(client, spec.objectives), budget],
+            callbacks=[trial_runs.trial_run_closer(client, spec.objectives), budget],
         )
     except KeyboardInterrupt:
         return 130
@@ -333,8 +333,8 @@ class WorkerPool:
                     self._recover(p, device)
 
     def _recover(self, p: Any, device: str | None) -> None:
-        why = f"worker {p.name} (pid {p.pid}, {'GPU ' + device if device else 'CPU'}) died: {sweep_recovery.describe_exit(p.exitcode)}"
-        requeued = sweep_recovery.recover_trials(self.study, self.client, p.pid, why)
+        why = f"worker {p.name} (pid {p.pid}, {'GPU ' + device if device else 'CPU'}) died: {recovery.describe_exit(p.exitcode)}"
+        requeued = recovery.recover_trials(self.study, self.client, p.pid, why)
         self.budget.release(len(requeued))
         what = f"trial(s) {', '.join(map(str, requeued))} failed and re-queued" if requeued else "no running trial"
         self.deaths.append(f"{why}; {what}")
@@ -439,12 +439,12 @@ def run_sweep(
         outcome.notes.append(f"study {name!r}: every grid point has run; nothing to do")
         print(outcome.notes[-1])
         return outcome
-    uri = absolute_uri(tracking.resolve_uri(loaded.base.tracking.uri))
+    uri = absolute_uri(store.resolve_uri(loaded.base.tracking.uri))
     if uri != loaded.base.tracking.uri:
         # Every trial (and every worker, whatever its cwd) records into the launcher's store.
         overrides["tracking.uri"] = uri
     client = MlflowClient(uri)
-    experiment_id = tracking.ensure_experiment(client, loaded.base.tracking.experiment, uri)
+    experiment_id = store.ensure_experiment(client, loaded.base.tracking.experiment, uri)
     parent = _open_parent(client, study, created, experiment_id, uri, config, loaded, name, storage, overrides, outcome)
     before = len(study.trials)
     launch = {
@@ -486,7 +486,7 @@ def _open_parent(
 ) -> str:
     """Open (or re-open) the study's parent run and record the launch's params and config on it."""
     tags = {"cxrlab.kind": "sweep", "optuna.study_name": name, "optuna.storage": redact(storage)}
-    parent = sweep_tracking.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
+    parent = trial_runs.open_parent_run(client, study, experiment_id, uri, f"sweep-{name}", tags, created)
     outcome.parent_run_id = parent
     parent_run = RunWriter(client, parent)
     parent_run.log_params(_parent_params(loaded, name, storage, overrides))
@@ -519,9 +519,9 @@ def _close_parent(
     client: MlflowClient, parent: str, study: optuna.Study, objectives: tuple[str, ...], outcome: SweepOutcome
 ) -> None:
     """Report the study on its parent run and close it, unless another launch still runs trials."""
-    outcome.notes += sweep_tracking.report_study(client, parent, study, objectives)
+    outcome.notes += trial_runs.report_study(client, parent, study, objectives)
     outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
-    elsewhere = sweep_tracking.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
+    elsewhere = trial_runs.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
     if elsewhere:
         outcome.notes.append(
             f"parent run {parent} stays RUNNING: trial(s) {', '.join(map(str, elsewhere))} still run in "

@@ -3,7 +3,7 @@
 The shape (keys, defaults, samplers, pruners, ranges) is declared here as pydantic models; the
 values a parameter sets are typed by the config field it names, so a searched value is checked
 exactly as the same value in a training config would be. Errors become the config's one-line
-messages (experiments.config.messages), naming the file and the key.
+messages (cxrlab.config.messages), naming the file and the key.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Literal, get_origin
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from experiments.config import ConfigError, coerce, did_you_mean, iter_fields
-from experiments.config.errors import invalid
-from experiments.config.lenient import optional_inner
+from cxrlab.config import ConfigError, coerce, did_you_mean, iter_fields
+from cxrlab.config.errors import invalid
+from cxrlab.config.lenient import optional_inner
 
 SamplerName = Literal["tpe", "random", "cmaes", "nsga2", "grid"]
 PrunerName = Literal["median", "hyperband", "percentile", "threshold", "none"]

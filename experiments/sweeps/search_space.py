@@ -22,8 +22,8 @@ from typing import Any
 import optuna
 from pydantic import ValidationError
 
-from experiments.config.messages import config_error
-from experiments.sweeps.search_schema import PRUNERS, SAMPLERS, SearchConfig, SweepFile
+from cxrlab.config.messages import config_error
+from cxrlab.experiments.sweeps.search_schema import PRUNERS, SAMPLERS, SearchConfig, SweepFile
 
 
 def parse_search(raw: Any, where: str) -> SearchConfig:

@@ -9,7 +9,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.sweeps.storage import default_storage, open_storage, redact
+from cxrlab.config.secrets import redact
+from cxrlab.experiments.sweeps.storage import default_storage, open_storage
 
 # Study user attr: the latest launch's start, trial target, timeout, workers (and end, when over).
 LAUNCH_ATTR = "launch"

@@ -11,7 +11,6 @@ heartbeat went stale and hands them to `RetryHeartbeatStaleTrialCallback`, which
 from __future__ import annotations
 
 import importlib.util
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -46,11 +45,6 @@ def sqlalchemy_url(url: str) -> str:
         if importlib.util.find_spec("psycopg2") is not None:
             return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     return url
-
-
-def redact(url: str) -> str:
-    """The storage URL without its password, for logs and MLflow params."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.tracking.writer import RunWriter
+from cxrlab.experiments.tracking.writer import RunWriter
 
 PARENT_ATTR = "mlflow_parent_run_id"
 PARENT_URI_ATTR = "mlflow_tracking_uri"

@@ -12,7 +12,7 @@ from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from experiments.tracking.writer import RunWriter
+from cxrlab.experiments.tracking.writer import RunWriter
 
 
 class RunLogger(MLFlowLogger):
@@ -30,6 +30,7 @@ class RunLogger(MLFlowLogger):
         self._continuing = kwargs.get("run_id") is not None
         self._last_step: dict[str, int] | None = None
         self._writer: RunWriter | None = None
+        self._wrote_metrics = False  # this attempt has logged a step the run did not have
 
     @property
     def writer(self) -> RunWriter:
@@ -57,6 +58,15 @@ class RunLogger(MLFlowLogger):
         if fresh:
             self.writer.log_metrics(fresh, at)
             last.update(dict.fromkeys(fresh, at))
+            self._wrote_metrics = True
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Close the run; a continued run that failed before logging anything new keeps its status
+        (a refused or broken resume must not turn a FINISHED run into a FAILED one)."""
+        if status == "failed" and self._continuing and not self._wrote_metrics:
+            return
+        super().finalize(status)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:

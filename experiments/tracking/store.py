@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from experiments.config import first_line
+from cxrlab.config import first_line
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
@@ -29,14 +29,32 @@ def ready_sqlite_store(db: str) -> None:
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
-    with FileLock(f"{db}.lock"):
-        try:
-            MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
-        except Exception as err:  # alembic, sqlalchemy and MLflow errors of a broken schema
-            raise StoreError(
-                f"{db}: the MLflow store is half-created or damaged ({first_line(err)}); if it holds no runs you "
-                f"need, delete it (rm {db}) and run again, else try: mlflow db upgrade sqlite:///{db}"
-            ) from err
+    try:
+        lock = FileLock(f"{db}.lock")
+        lock.acquire()
+    except OSError as err:  # a read-only folder or file system: not even the lock can be made
+        raise read_only(db, err) from None
+    try:
+        MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    except Exception as err:  # alembic, sqlalchemy and MLflow errors of a broken schema
+        if "readonly" in str(err).lower() or "read-only" in str(err).lower():
+            raise read_only(db, err) from None
+        raise StoreError(
+            f"{db}: the MLflow store is half-created or damaged ({first_line(err)}); if it holds no runs you "
+            f"need, delete it (rm {db}) and run again, else try: mlflow db upgrade sqlite:///{db}"
+        ) from err
+    finally:
+        lock.release()
+    if not os.access(db, os.W_OK):
+        raise read_only(db, PermissionError("the database file is not writable"))
+
+
+def read_only(db: Path | str, err: BaseException) -> StoreError:
+    """The one line for a local store that cannot be written."""
+    return StoreError(
+        f"sqlite:///{db}: the MLflow store cannot be written ({first_line(err)}); make {Path(db).parent} "
+        "writable, or record elsewhere with --tracking_uri sqlite:///WRITABLE/PATH/mlflow.db (or MLFLOW_TRACKING_URI)"
+    )
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -46,7 +64,10 @@ def resolve_uri(uri: str | None = None) -> str:
         # Absolute, because MLflow caches one store per URI string: a relative URI would keep
         # pointing at the first working directory's database (and checkpoints store the URI).
         db = Path(uri.removeprefix("sqlite:///")).resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise read_only(db, err) from None
         uri = f"sqlite:///{db}"
         ready_sqlite_store(str(db))
     if uri.startswith("file:") or ("://" not in uri and uri != "databricks"):
@@ -65,48 +86,9 @@ def artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides
 
 
-def checkpoint_root(uri: str, checkpoint_dir: str | None = None) -> Path:
-    """Where Lightning checkpoints go: tracking.checkpoint_dir, else beside a local SQLite store,
-    else ./mlruns/checkpoints."""
-    if checkpoint_dir:
-        return Path(checkpoint_dir).expanduser().resolve()
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).parent / "checkpoints"
-    return DEFAULT_ARTIFACTS.parent / "checkpoints"
-
-
 def is_server(uri: str) -> bool:
     """Whether `uri` is a tracking server (artifacts travel over HTTP, not a shared disk)."""
     return uri.startswith(("http://", "https://", "databricks"))
-
-
-RUNS_SCHEME = "runs:/"
-RUN_CHECKPOINT = "checkpoints/model.ckpt"  # the best checkpoint every run logs
-RUN_LAST_CHECKPOINT = "checkpoints/last.ckpt"  # the resume checkpoint, uploaded with a server
-
-
-def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | None = None) -> Path:
-    """A checkpoint file: a local path as given, or runs:/RUN_ID[/ARTIFACT] downloaded from the
-    tracking store `uri` (resolved here, so a bad local path never creates a store) under
-    <checkpoint root>/downloads (default artifact: the run's best checkpoint)."""
-    ref = str(ref)
-    if not ref.startswith(RUNS_SCHEME):
-        return Path(ref)
-    uri = resolve_uri(uri)
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    run_id, _, artifact = ref.removeprefix(RUNS_SCHEME).strip("/").partition("/")
-    dst = checkpoint_root(uri, checkpoint_dir) / "downloads" / run_id
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        path = download_artifacts(run_id=run_id, artifact_path=artifact or RUN_CHECKPOINT, dst_path=str(dst), tracking_uri=uri)
-    except (MlflowException, OSError) as err:
-        raise FileNotFoundError(
-            f"{ref}: no such checkpoint on {uri} ({first_line(err)}); runs:/RUN_ID/{RUN_CHECKPOINT} is the best "
-            f"checkpoint, runs:/RUN_ID/{RUN_LAST_CHECKPOINT} the resume one"
-        ) from None
-    return Path(path)
 
 
 def ensure_experiment(client: Any, name: str, uri: str) -> str:

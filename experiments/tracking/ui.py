@@ -6,14 +6,14 @@ import shutil
 import subprocess
 import sys
 
-from experiments.tracking import store as tracking
+from cxrlab.experiments.tracking.store import artifact_location, resolve_uri
 
 
 def ui_command(host: str, port: int, store: str | None) -> list[str]:
     """The mlflow server command line for a store, bound to `host`."""
-    uri = tracking.resolve_uri(store)
+    uri = resolve_uri(store)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    root = tracking.artifact_location(uri)
+    root = artifact_location(uri)
     if root:
         cmd += ["--default-artifact-root", root]
     return cmd

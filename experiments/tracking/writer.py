@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from experiments.tracking.store import ensure_experiment, experiment_of
+from cxrlab.callbacks.run_sink import RunSink
+from cxrlab.experiments.tracking.store import ensure_experiment, experiment_of
 
 # MLflow's limits per log_batch call (params and tags: 100; all entities: 1000) and per value.
 PARAMS_PER_CALL = 100
@@ -90,8 +91,9 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 
 
 @dataclass
-class RunWriter:
-    """The writes to one MLflow run, through `client` (which also knows the tracking URI)."""
+class RunWriter(RunSink):
+    """The writes to one MLflow run, through `client` (which also knows the tracking URI). It is
+    the RunSink that training hands its callbacks (they sit below tracking and see only that)."""
 
     client: MlflowClient
     run_id: str

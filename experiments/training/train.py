@@ -13,17 +13,17 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
-from callbacks.epoch_explanations import ExplainCallback
-from callbacks.last_checkpoint import LastCheckpoint
-from callbacks.run_recorder import LastCheckpointUpload, RunRecorder
-from datamodules.datamodule import CXRDataModule
-from experiments.config import Config
-from experiments.evaluation.figures import eval_figures
-from experiments.tracking import store as tracking
-from experiments.tracking import writer
-from experiments.tracking.run_logger import RunLogger, run_writer
-from lightning_modules.backbones import default_input_size
-from lightning_modules.classifier import CXRClassifier
+from cxrlab.callbacks.epoch_explanations import ExplainCallback
+from cxrlab.callbacks.last_checkpoint import LastCheckpoint
+from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
+from cxrlab.config import Config
+from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.experiments.evaluation.figures import eval_figures
+from cxrlab.experiments.tracking import checkpoints, store, writer
+from cxrlab.experiments.tracking.run_logger import RunLogger, run_writer
+from cxrlab.experiments.training.signals import stop_signals
+from cxrlab.lightning_modules.backbones import default_input_size
+from cxrlab.lightning_modules.classifier import CXRClassifier
 
 
 @dataclass
@@ -36,6 +36,8 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    exit_code: int = 0  # 143 / 130 when SIGTERM / SIGINT stopped it
+    last_checkpoint: str | None = None  # last.ckpt: the last completed epoch, what --resume takes
 
 
 def resolve(cfg: Config) -> Config:
@@ -112,7 +114,7 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
         # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
         # (fast_dev_run writes nothing, so it needs no store: resolving the URI would create one.)
         default_root_dir=None if t.fast_dev_run else str(
-            tracking.checkpoint_root(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)
+            checkpoints.checkpoint_root(store.resolve_uri(cfg.tracking.uri), cfg.tracking.checkpoint_dir)
         ),
     )
 
@@ -138,37 +140,48 @@ def train(
     logger = None
     uploads: list[L.Callback] = []
     if not cfg.trainer.fast_dev_run:
-        uri = tracking.resolve_uri(cfg.tracking.uri)
-        if cfg.tracking.upload_last and tracking.is_server(uri):  # another node resumes from the server
-            uploads.append(LastCheckpointUpload(run_writer, tracking.RUN_LAST_CHECKPOINT))
+        uri = store.resolve_uri(cfg.tracking.uri)
+        if cfg.tracking.upload_last and store.is_server(uri):  # another node resumes from the server
+            uploads.append(LastCheckpointUpload(run_writer, checkpoints.RUN_LAST_CHECKPOINT))
         if run_id is None:  # ours, not the logger's: tagged, and safe when runs start together
-            tracking.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
+            store.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
         logger = RunLogger(
             experiment_name=cfg.tracking.experiment,
             run_name=None if run_id else cfg.tracking.run_name,
             tracking_uri=uri,
             tags=None if run_id else run_tags(cfg, tags),
-            artifact_location=tracking.artifact_location(uri),
+            artifact_location=store.artifact_location(uri),
             run_id=run_id,
         )
-    recorder = RunRecorder(cfg, run_writer, tracking.RUN_CHECKPOINT, eval_figures, resumed_from=resume)
+    recorder = RunRecorder(cfg, run_writer, checkpoints.RUN_CHECKPOINT, eval_figures, resumed_from=resume)
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
     explainers = (
         [ExplainCallback(cfg.explain, cfg.seed, run_writer)] if cfg.explain.enabled else []
     )
     trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
-    trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    with stop_signals() as stop:
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        except SystemExit:
+            # Lightning ends a fit stopped by SIGTERM or Ctrl-C with SystemExit (status 0 and 1).
+            if stop.received is None:
+                raise
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    last = next((c.path(trainer) for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     result = TrainResult(
         run_id=logger.run_id if logger is not None and trainer.is_global_zero else None,
         best_checkpoint=best,
         best_score=float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
         classes=dm.classes,
-        interrupted=trainer.interrupted,
+        interrupted=trainer.interrupted or stop.received is not None,
+        exit_code=stop.exit_code,
+        last_checkpoint=str(last) if last is not None and last.is_file() else None,
     )
-    if trainer.interrupted:
+    if result.interrupted:
+        if logger is not None and trainer.is_global_zero:
+            logger.writer.finish("KILLED")  # stopped on purpose, not failed: resumable
         return result
     result.metrics = dict(recorder.best_metrics)
     if len(dm.split_table("test")):

@@ -1,5 +1,7 @@
 """Every closed choice of the config, defined once: the schema types its field with it, `--help`
-lists its values, validation checks them, and each dispatch table is keyed by them."""
+lists its values, validation checks them, and each dispatch table is keyed by them. The choices
+that grow (heatmap methods, heads, optimisers, schedules, data sources) are registries instead
+(cxrlab.config.registry)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,7 @@ Balance = Literal["none", "downsample", "oversample", "augment_minority"]
 OtherLabels = Literal["error", "drop"]
 DicomWindow = Literal["auto", "voi", "percentile"]
 StartMethod = Literal["auto", "fork", "spawn", "forkserver"]
-Head = Literal["gap-linear", "gap-mlp", "maxpool-mlp"]
-Optimizer = Literal["adam", "adamw", "rmsprop", "sgd"]
-Scheduler = Literal["none", "cosine", "plateau"]
 Mode = Literal["max", "min"]
-Method = Literal["gradcam", "gradcampp", "activation"]
 Perturb = Literal["noise", "mean", "zero"]
 # model.finetune is one of these or last:N (the last N backbone blocks train).
 FinetuneFixed = Literal["frozen", "full", "scratch"]

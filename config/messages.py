@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from experiments.config.errors import WHOLE_LINE, ConfigError, did_you_mean, first_line
-from experiments.config.fields import choices, field_bounds, is_section, locate, range_text
-from experiments.config.schema import Config
+from cxrlab.config.errors import WHOLE_LINE, ConfigError, did_you_mean, first_line, shown
+from cxrlab.config.fields import choices, field_bounds, is_section, locate, range_text
+from cxrlab.config.schema import Config
 
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
@@ -40,17 +40,18 @@ def message(err: ErrorDetails, root: Any = Config) -> str:
     if kind in _NOT_A_MAPPING and is_section(tp):
         return f"'{key or 'top level'}' must be a mapping"
     if kind in _EXPECTED:
-        return _at(key, f"expected {_EXPECTED[kind]}, got {value!r}")
+        return _at(key, f"expected {_EXPECTED[kind]}, got {shown(value)}")
     if kind in _RANGE and info is not None:
-        return f"{key}={value} is out of range; it must be {range_text(field_bounds(info))}"
+        number = shown(value).strip("'")
+        return f"{key}={number} is out of range; it must be {range_text(field_bounds(info))}"
     if kind == "literal_error":
         if loc and isinstance(loc[-1], int):  # an item of a list of choices names the list
             key, tp, info = locate(loc[:-1], root)
             values = choices(tp, info) or ()
-            return f"{key} has {value!r}; choose from {', '.join(values)}{did_you_mean(str(value), values)}"
+            return f"{key} has {shown(value)}; choose from {', '.join(values)}{did_you_mean(str(value), values)}"
         values = choices(tp, info) or ()
-        shown = f"{key}={value!r}" if key else repr(value)
-        return f"{shown} is not one of {', '.join(values)}{did_you_mean(str(value), values)}"
+        named = f"{key}={shown(value)}" if key else shown(value)
+        return f"{named} is not one of {', '.join(values)}{did_you_mean(str(value), values)}"
     if kind == "value_error":
         return _at(key, str(err["ctx"]["error"]))
     return _at(key, first_line(ValueError(err["msg"])))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from experiments.config.lenient import optional_inner
-from experiments.config.schema import Config
+from cxrlab.config.lenient import optional_inner
+from cxrlab.config.registry import Registry, registry_in
+from cxrlab.config.schema import Config
 
 # Lower bounds first, so a range reads '>= 0 and < 1'.
 _BOUNDS = {"ge": (annotated_types.Ge, ">="), "gt": (annotated_types.Gt, ">"),
@@ -22,20 +23,41 @@ def is_section(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
+def _item(tp: Any) -> Any:
+    """The type of one value of a field: inside Optional, and an item of a list."""
+    tp, _ = optional_inner(tp)
+    return get_args(tp)[0] if get_origin(tp) in (list, tuple) else tp
+
+
+def registry_of(tp: Any, info: FieldInfo | None = None) -> Registry[Any] | None:
+    """The registry whose names a field takes (`Annotated[str, REGISTRY]`, also in a list), or None."""
+    if info is not None and (found := registry_in(info.metadata)) is not None:
+        return found
+    item = _item(tp)
+    return registry_in(item.__metadata__) if get_origin(item) is Annotated else None
+
+
+def field_type(info: FieldInfo) -> Any:
+    """A field's type as the schema declares it, keeping the registry a choice field is typed with."""
+    found = registry_in(info.metadata)
+    return Annotated[info.annotation, found] if found is not None else info.annotation
+
+
 def choices(tp: Any, info: FieldInfo | None = None) -> tuple[str, ...] | None:
-    """The values a field may take (its Literal, also inside Optional or list), or None."""
+    """The values a field may take (its Literal or registry, also inside Optional or list), or None."""
     extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
     if "choices" in extra:
         return tuple(extra["choices"])
-    tp, _ = optional_inner(tp)
-    if get_origin(tp) in (list, tuple):
-        tp = get_args(tp)[0]
-    return get_args(tp) if get_origin(tp) is Literal else None
+    if (found := registry_of(tp, info)) is not None:
+        return found.names()
+    item = _item(tp)
+    return get_args(item) if get_origin(item) is Literal else None
 
 
 def help_text(tp: Any, info: FieldInfo) -> str:
-    """The field's description, with its choices when it has them."""
-    values = choices(tp, info)
+    """The field's description, with its choices when they are a closed Literal (a registry's
+    names are listed where help is shown, so reading the schema imports no implementation)."""
+    values = None if registry_of(tp, info) is not None else choices(tp, info)
     if values is None:
         return info.description or ""
     each = "each " if get_origin(optional_inner(tp)[0]) is list else ""
@@ -49,7 +71,7 @@ def iter_fields(cls: type[BaseModel] = Config, prefix: str = "") -> Iterator[tup
         if is_section(info.annotation):
             yield from iter_fields(info.annotation, key + ".")
         else:
-            yield key, info.annotation, info.get_default(call_default_factory=True), help_text(info.annotation, info)
+            yield key, field_type(info), info.get_default(call_default_factory=True), help_text(info.annotation, info)
 
 
 def field_bounds(info: FieldInfo) -> dict[str, float]:
@@ -86,7 +108,7 @@ def type_name(tp: Any) -> str:
         return f"list[{type_name(get_args(tp)[0])}]"
     if origin is dict:
         return "map"
-    if origin is Literal:
+    if origin is Literal or registry_of(tp) is not None:
         return "choice"
     return getattr(tp, "__name__", str(tp))
 

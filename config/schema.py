@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from experiments.config import choices
-from experiments.config.errors import did_you_mean, invalid
-from experiments.config.lenient import loosen
+from cxrlab.config import choices
+from cxrlab.config.errors import ConfigError, did_you_mean, invalid
+from cxrlab.config.lenient import loosen
+from cxrlab.config.registry import HEADS, METHODS, OPTIMIZERS, SCHEDULERS, SOURCES
+from cxrlab.config.secrets import refuse_password
 
 
 class Section(BaseModel):
@@ -41,7 +43,7 @@ class AugmentConfig(Section):
 class DataConfig(Section):
     """Where the images are and how they are split, balanced, loaded and transformed."""
 
-    source: str = Field(
+    source: Annotated[str, SOURCES] = Field(
         "auto", description="dataset adapter: auto (detected from data.root) or a source that `cxrlab data sources` lists"
     )
     root: str | None = Field(None, description="dataset root: a folder, or a CSV file for source=csv")
@@ -151,7 +153,7 @@ class ModelConfig(Section):
 
     backbone: str = Field("resnet18", description="registry name (see `cxrlab models`) or timm:<name>")
     weights: str = Field("none", description="imagenet, none, or the PATH of a state dict or cxrlab checkpoint")
-    head: choices.Head = Field("gap-linear", description="classification head on the backbone's feature maps")
+    head: Annotated[str, HEADS] = Field("gap-linear", description="classification head on the backbone's feature maps")
     hidden: int = Field(256, description="hidden units of the mlp heads", ge=1)
     pool: int = Field(4, description="max-pool kernel and stride of the maxpool-mlp head", ge=1)
     dropout: float = Field(0.0, description="dropout before the last linear layer", ge=0, lt=1)
@@ -160,11 +162,11 @@ class ModelConfig(Section):
         json_schema_extra={"choices": choices.finetune_options()},
     )
     backbone_lr_mult: float = Field(1.0, description="backbone learning rate = lr x this (full / last:N)", ge=0)
-    optimizer: choices.Optimizer = Field("adam", description="optimiser")
+    optimizer: Annotated[str, OPTIMIZERS] = Field("adam", description="optimiser")
     lr: float = Field(1e-3, description="learning rate of the head", gt=0)
     weight_decay: float = Field(0.0, description="weight decay", ge=0)
     momentum: float = Field(0.9, description="momentum (sgd, rmsprop)", ge=0, lt=1)
-    scheduler: choices.Scheduler = Field("none", description="learning-rate schedule")
+    scheduler: Annotated[str, SCHEDULERS] = Field("none", description="learning-rate schedule")
     label_smoothing: float = Field(0.0, description="label smoothing of the cross-entropy loss", ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -220,8 +222,18 @@ class TrackingConfig(Section):
     """Where runs are recorded."""
 
     uri: str | None = Field(
-        None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)"
+        None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db); "
+        "a server login goes in MLFLOW_TRACKING_USERNAME/_PASSWORD, never in the URI"
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str | None) -> str | None:
+        try:
+            refuse_password(uri, "tracking.uri")
+        except ConfigError as e:
+            raise invalid(str(e)) from None
+        return uri
     experiment: str = Field("cxrlab", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: backbone-head-finetune)")
     log_checkpoint: bool = Field(True, description="upload the best checkpoint as an artifact")
@@ -270,7 +282,7 @@ class ExplainConfig(Section):
     enabled: bool = Field(True, description="run the explanation callback")
     every_n_epochs: int = Field(1, description="explain every N validation epochs (and always at the last)", ge=1)
     probe_per_class: int = Field(8, description="probe images per class drawn from the validation split", ge=1)
-    methods: list[choices.Method] = Field(["gradcam"], description="heatmap methods (the first drives AOPC and focus)")
+    methods: list[Annotated[str, METHODS]] = Field(["gradcam"], description="heatmap methods (the first drives AOPC and focus)")
     target_layer: str | None = Field(None, description="module name of the Grad-CAM layer (default: registry's)")
     aopc: AOPCConfig = Field(default_factory=AOPCConfig, description="AOPC settings")
     eigen: bool = Field(True, description="eigen-heatmaps (per-class PCA) and average-heatmap figures")

@@ -1,0 +1,157 @@
+"""The second hostile round: each failure it found, as a test. A YAML bomb, a refused resume, stop
+signals, a config typo before the heavy imports, and metric steps across resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.tracking.store import resolve_uri
+from cxrlab.lightning_modules.checkpoint import read_checkpoint
+
+CXRLAB = str(Path(sys.executable).parent / "cxrlab")
+TINY = ["--config", "ci_tiny", "--data.num_workers", "0", "--tracking.log_checkpoint", "false", "--explain.enabled", "false"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CXRLAB_DEBUG")}
+
+
+def _only_run(client: MlflowClient):  # noqa: ANN202
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return run
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _bomb(path: Path, levels: int = 8) -> Path:
+    """A billion laughs under data.label_map: nine aliases of the level below, `levels` deep."""
+    lines = ["data:", "  label_map:", '    a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_yaml_alias_bomb_is_refused_small_and_fast(tmp_path: Path) -> None:
+    bomb = _bomb(tmp_path / "bomb.yaml")
+    # The peak resident size of this process's own memory (VmHWM): getrusage's ru_maxrss would
+    # also count the pytest process it was forked from.
+    probe = (
+        "import re\n"
+        "from cxrlab.experiments.cli.main import main\n"
+        f"code = main(['train', '--config', {str(bomb)!r}])\n"
+        "print(code, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
+    code, peak_kb = done.stdout.split()
+    assert code == "2"
+    assert int(peak_kb) < 200 * 1024
+    (line,) = done.stderr.strip().splitlines()
+    assert len(line) < 300 and "bomb.yaml: its aliases (&/*) expand to" in line
+
+
+def test_error_messages_cut_the_values_they_echo(tmp_path: Path, in_tmp_cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "long.yaml"
+    config.write_text("data:\n  split: " + "x" * 100_000 + "\n")
+    assert main(["train", "--config", str(config)]) == 2
+    line = _error_line(capsys)
+    assert "data.split" in line and len(line) < 400
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (2 << 20) + "\n")
+    assert main(["train", "--config", str(huge)]) == 2
+    assert "is too large for a config (at most 1,048,576)" in _error_line(capsys)
+
+
+def test_a_config_typo_fails_before_the_heavy_imports(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  backbon: resnet18\n  head: gap-mlp\n")
+    probe = (
+        "import sys\n"
+        "from cxrlab.experiments.cli.main import main\n"
+        f"code = main(['train', '--config', {str(config)!r}])\n"
+        "print(code, *[m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2"]  # exit 2, and none of torch, lightning, mlflow loaded
+    assert "unknown key 'model.backbon' (did you mean 'backbone'?)" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, folder_tree: Path, isolate) -> tuple[Path, Path]:  # noqa: ANN001
+    """A FINISHED one-epoch ci_tiny run: (its folder, its last.ckpt)."""
+    work = tmp_path_factory.mktemp("finished")
+    with isolate(work):
+        assert main(["train", *TINY, "--data.root", str(folder_tree)]) == 0
+        last = next(work.glob("mlruns/checkpoints/*/*/checkpoints/last.ckpt"))
+    return work, last
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(finished: tuple[Path, Path], isolate, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    work, last = finished
+    with isolate(work):
+        assert main(["train", "--resume", str(last), "--model.backbone", "mobilenet_v3_large"]) == 2
+        line = _error_line(capsys)
+        assert "--resume cannot change model.backbone (trained with 'resnet18', got 'mobilenet_v3_large')" in line
+        assert _only_run(MlflowClient(resolve_uri())).info.status == "FINISHED"
+
+
+def test_two_resumes_log_one_value_per_step(finished: tuple[Path, Path], isolate, folder_tree: Path) -> None:  # noqa: ANN001
+    work, last = finished
+    with isolate(work):
+        for epochs in (2, 3):
+            assert main(["train", "--resume", str(last), "--trainer.max_epochs", str(epochs), "--data.root", str(folder_tree)]) == 0
+        client = MlflowClient(resolve_uri())
+        run = _only_run(client)
+        assert run.info.status == "FINISHED"
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"{key}: steps {sorted(steps)}"
+        assert len(client.get_metric_history(run.info.run_id, "data/skipped_images")) == 1
+        assert len(client.get_metric_history(run.info.run_id, "val/macro_f1")) == 3
+
+
+def _wait_for(path_glob: str, work: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"training ended before the signal: {proc.stderr.read() if proc.stderr else ''}"
+        found = list(work.glob(path_glob))
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"{path_glob} did not appear")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_ends_killed_with_its_exit_code_and_resumes(
+    sig: signal.Signals, code: int, in_tmp_cwd: Path, folder_tree: Path
+) -> None:
+    proc = subprocess.Popen(
+        [CXRLAB, "train", *TINY, "--data.root", str(folder_tree), "--trainer.max_epochs", "200"],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        last = _wait_for("mlruns/checkpoints/*/*/checkpoints/last.ckpt", in_tmp_cwd, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code
+    assert err.strip().splitlines()[-1] == f"cxrlab: training stopped by {sig.name}; resume with: cxrlab train --resume {last}"
+    client = MlflowClient(resolve_uri())
+    run = _only_run(client)
+    assert run.info.status == "KILLED"
+    epochs = read_checkpoint(last)["epoch"] + 2  # one more epoch than the checkpoint holds
+    assert main(["train", "--resume", str(last), "--trainer.max_epochs", str(epochs), "--data.root", str(folder_tree)]) == 0
+    assert _only_run(client).info.status == "FINISHED"
