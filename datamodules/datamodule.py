@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -17,6 +19,7 @@ from cxrlab.config import DataConfig
 from cxrlab.datamodules.decode_cache import DecodeCache
 from cxrlab.datamodules.image_header import small_images
 from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image
+from cxrlab.datamodules.loader_workers import start_worker
 from cxrlab.datamodules.sources import load_source, resolve_classes, select_labels
 from cxrlab.datamodules.sources.screen import strict_error
 from cxrlab.datamodules.sources.table import SKIPPED_COLUMNS
@@ -233,6 +236,8 @@ class CXRDataModule(L.LightningDataModule):
             pin_memory=data.pin_memory and torch.cuda.is_available(),
             persistent_workers=data.persistent_workers and workers > 0,
             multiprocessing_context=None if workers == 0 or data.start_method == "auto" else data.start_method,
+            worker_init_fn=partial(start_worker, rank=trainer.global_rank if trainer else 0, parent=os.getpid())
+            if workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -155,3 +155,31 @@ def test_a_stop_signal_ends_killed_with_its_exit_code_and_resumes(
     epochs = read_checkpoint(last)["epoch"] + 2  # one more epoch than the checkpoint holds
     assert main(["train", "--resume", str(last), "--trainer.max_epochs", str(epochs), "--data.root", str(folder_tree)]) == 0
     assert _only_run(client).info.status == "FINISHED"
+
+
+def test_a_loader_worker_dies_with_its_parent(tmp_path: Path) -> None:
+    """The loader workers' start (die_with) makes the kernel kill them the moment their parent
+    dies, also when they are busy (PyTorch's own parent watchdog only runs between batches)."""
+    child_pid = tmp_path / "child.pid"
+    parent = (
+        "import multiprocessing as mp, os, sys, time\n"
+        "from cxrlab.datamodules.loader_workers import die_with\n"
+        "def busy(parent, out):\n"
+        "    die_with(parent)\n"
+        "    open(out, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        f"    mp.get_context('spawn').Process(target=busy, args=(os.getpid(), {str(child_pid)!r})).start()\n"
+        "    time.sleep(120)\n"
+    )
+    (tmp_path / "parent.py").write_text(parent)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], env=_env())
+    deadline = time.monotonic() + 120
+    while not (child_pid.is_file() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(child_pid.read_text())
+    proc.kill()
+    proc.wait()
+    time.sleep(1)
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -275,19 +275,38 @@ def _cli(config: Path, *args: str, output: bool = False) -> subprocess.Popen[byt
     cmd = [sys.executable, "-m", "cxrlab.experiments.cli.main", "sweep", "--config", str(config), "--gpus", "none", *args]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.PIPE if output else subprocess.DEVNULL
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output else subprocess.DEVNULL)
+    # Its own process group: every process the launch starts stays in it (see _left_in_group).
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _left_in_group(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (Linux /proc; zombies excluded)."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            left.append(f"{pid} {stat.split(' (', 1)[1].split(')')[0]}")
+    return left
 
 
 def test_killed_worker_is_requeued_within_the_launch(in_tmp_cwd: Path, folder_tree: Path) -> None:
     """SIGKILL one of two workers mid-trial: the launcher says so, fails and re-queues the trial at
     once (no heartbeat grace to wait out), and still delivers the trials it was asked for."""
     search = {"sampler": "random", "params": MLP}  # default heartbeat grace: re-queue must not wait for it
-    config = sweep_yaml(in_tmp_cwd / "kill.yaml", search, **{"data.root": str(folder_tree), "trainer.max_epochs": 2})
+    # Two loader processes per worker: they must die with the killed worker, not outlive the launch.
+    config = sweep_yaml(in_tmp_cwd / "kill.yaml", search, **{
+        "data.root": str(folder_tree), "trainer.max_epochs": 2, "data.num_workers": 2})
     proc = _cli(config, "--n_trials", "2", "--workers", "2", output=True)
     victim = _wait_for_running("kill", proc)
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out
+    assert _left_in_group(proc.pid) == []  # no loader or tracker process of the launch is left
     assert f"died: killed by SIGKILL; trial(s) {victim.number} failed and re-queued" in out
     trials = load("kill").trials
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL"]
