@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
+from cxrlab.callbacks.explanations.aopc import aopc
 from cxrlab.experiments.cli.main import main
 from cxrlab.experiments.tracking.store import resolve_uri
 from cxrlab.lightning_modules.checkpoint import read_checkpoint
@@ -183,3 +186,27 @@ def test_a_loader_worker_dies_with_its_parent(tmp_path: Path) -> None:
     time.sleep(1)
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_aopc_refuses_non_finite_maps_and_regions_larger_than_the_image() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 3))
+    images, labels = torch.rand(4, 1, 16, 16), torch.zeros(4, dtype=torch.long)
+    maps = torch.rand(4, 4, 4)
+    maps[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^heatmaps: 1 of 4 maps hold NaN or infinite values"):
+        aopc(model, images, labels, maps, region=4, steps=2)
+    with pytest.raises(ValueError, match=r"explain.aopc.region=20 is larger than the 16 px input"):
+        aopc(model, images, labels, torch.rand(4, 4, 4), region=20, steps=1)
+
+
+def test_noise_aopc_of_an_image_is_the_same_in_any_batch() -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images, maps = torch.rand(6, 1, 16, 16, generator=gen), torch.rand(6, 4, 4, generator=gen)
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # every image counts
+    alone = aopc(model, images[:2], labels[:2], maps[:2], region=4, steps=3, sigma=0.5).per_image
+    order = torch.tensor([5, 1, 3, 0, 2, 4])  # the same two images among others, elsewhere
+    mixed = aopc(model, images[order], labels[order], maps[order], region=4, steps=3, sigma=0.5).per_image
+    np.testing.assert_allclose(mixed[[3, 1]], alone, rtol=1e-4)  # float32 forwards of other batch sizes

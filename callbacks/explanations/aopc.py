@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ def check_grid(height: int, width: int, region: int, steps: int) -> None:
         raise ValueError(f"explain.aopc.region={region}: region must be >= 1 pixel")
     n = grid_regions(height, width, region)
     size = f"{height} px" if height == width else f"{height}x{width} px"
+    if region > min(height, width):
+        raise ValueError(f"explain.aopc.region={region} is larger than the {size} input; lower explain.aopc.region")
     if steps < 1:
         raise ValueError(f"explain.aopc.steps={steps}: steps must be in 1..{n}")
     if steps > n:
@@ -74,6 +77,10 @@ def _validate(
     if heatmaps.ndim != 3 or len(heatmaps) != n:
         raise ValueError(f"heatmaps must be [N={n}, h, w] (one map per image), got "
                          f"{tuple(heatmaps.shape)}")
+    bad = int((~torch.isfinite(heatmaps)).flatten(1).any(1).sum())
+    if bad:
+        # NaN sorts first and would be perturbed first: a silently wrong MoRF order.
+        raise ValueError(f"heatmaps: {bad} of {n} maps hold NaN or infinite values; fix the method that made them")
     check_grid(height, width, region, steps)
     if perturb not in PERTURBATIONS:
         raise ValueError(f"perturb must be one of {tuple(PERTURBATIONS)}, got {perturb!r}")
@@ -116,22 +123,24 @@ def _perturbation_steps(
     return step_of.scatter_(1, ranked, positions.expand_as(ranked))
 
 
-def _image_noise(like: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Tensor:
-    """Standard normal noise shaped like images [b, ...], fixed per (seed, image index)."""
+def _image_noise(like: torch.Tensor, seed: int) -> torch.Tensor:
+    """Standard normal noise shaped like images [b, ...], fixed per (seed, image content)."""
     noise = torch.empty(like.shape, dtype=like.dtype)
-    # one generator per image, so an image's noise never depends on how the batch was cut
-    for row, i in zip(noise, index.tolist(), strict=True):
-        state = int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint64)[0])
+    # One generator per image, seeded by the image's own pixels: its noise (and so its AOPC) is
+    # the same in any batch, at any position, with any other images beside it.
+    for row, image in zip(noise, like.detach().cpu(), strict=True):
+        own = zlib.crc32(image.contiguous().numpy().tobytes())
+        state = int(np.random.SeedSequence([seed, own]).generate_state(1, dtype=np.uint64)[0])
         row.normal_(generator=torch.Generator().manual_seed(state))
     return noise.to(like.device)
 
 
-# Every explain.aopc.perturb choice: (images x [b, ch, H, W], their indices, sigma, seed) -> the
-# fully perturbed images; masks pick which pixels take them.
-PERTURBATIONS: dict[Perturb, Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]] = {
-    "noise": lambda x, index, sigma, seed: (x + sigma * _image_noise(x, index, seed)).clamp(0.0, 1.0),
-    "mean": lambda x, index, sigma, seed: x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
-    "zero": lambda x, index, sigma, seed: torch.zeros_like(x),
+# Every explain.aopc.perturb choice: (images x [b, ch, H, W], sigma, seed) -> the fully perturbed
+# images; masks pick which pixels take them.
+PERTURBATIONS: dict[Perturb, Callable[[torch.Tensor, float, int], torch.Tensor]] = {
+    "noise": lambda x, sigma, seed: (x + sigma * _image_noise(x, seed)).clamp(0.0, 1.0),
+    "mean": lambda x, sigma, seed: x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
+    "zero": lambda x, sigma, seed: torch.zeros_like(x),
 }
 
 
@@ -210,7 +219,7 @@ def _perturbed_probs(
     for start in range(0, len(index), group):
         rows = index[start:start + group]
         x = images[rows].to(device)
-        rep = PERTURBATIONS[perturb](x, rows, sigma, seed)
+        rep = PERTURBATIONS[perturb](x, sigma, seed)
         # region-level test first, then one bool gather to pixels: [g, steps, H, W]
         done = (step_of[rows.to(device)][:, None, :] <= levels[None, :, None])[:, :, grid]
         batch = torch.where(done[:, :, None], rep[:, None], x[:, None]).flatten(0, 1)
