@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from cxrlab.callbacks.explanations.aopc import aopc
 from cxrlab.experiments.cli.main import main
-from cxrlab.experiments.tracking.store import resolve_uri
+from cxrlab.experiments.evaluation.compare import compare_runs
+from cxrlab.experiments.tracking.store import all_runs, ensure_experiment, resolve_uri
 from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
 CXRLAB = str(Path(sys.executable).parent / "cxrlab")
@@ -210,3 +211,27 @@ def test_noise_aopc_of_an_image_is_the_same_in_any_batch() -> None:
     order = torch.tensor([5, 1, 3, 0, 2, 4])  # the same two images among others, elsewhere
     mixed = aopc(model, images[order], labels[order], maps[order], region=4, steps=3, sigma=0.5).per_image
     np.testing.assert_allclose(mixed[[3, 1]], alone, rtol=1e-4)  # float32 forwards of other batch sizes
+
+
+def _many_runs(n: int) -> tuple[MlflowClient, str]:
+    """`n` finished train runs in experiment 'many' of the store in the working directory."""
+    uri = resolve_uri()
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "many", uri)
+    for i in range(n):
+        run = client.create_run(experiment, run_name=f"r{i:05d}", tags={"cxrlab.kind": "train"})
+        client.log_metric(run.info.run_id, "val/acc", i / n)
+        client.set_terminated(run.info.run_id)
+    return client, experiment
+
+
+def test_run_searches_page_through_every_run(in_tmp_cwd: Path) -> None:
+    client, experiment = _many_runs(20)
+    assert len(all_runs(client, [experiment], page_size=7)) == 20  # three pages, nothing dropped
+
+
+@pytest.mark.slow
+def test_compare_lists_more_than_5000_runs(in_tmp_cwd: Path) -> None:
+    _many_runs(6000)
+    table = compare_runs(experiment="many", metrics="val/acc", out="cmp")["table"]
+    assert len(table) == 6000 and table["run_name"].nunique() == 6000

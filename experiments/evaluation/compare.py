@@ -70,9 +70,7 @@ def find_runs(
                 f"--experiment {experiment!r} not found; experiments in the store: {names}"
             )
         seen = {r.info.run_id for r in runs}
-        found = client.search_runs(
-            [exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"]
-        )
+        found = store.all_runs(client, [exp.experiment_id], order_by=["attributes.start_time ASC"])
         runs += [r for r in found if r.info.run_id not in seen]
     if kind != "all":
         runs = [r for r in runs if r.data.tags.get("cxrlab.kind") == kind]

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from cxrlab.experiments.tracking.store import all_runs
 from cxrlab.experiments.tracking.writer import RunWriter
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -132,7 +133,7 @@ def close_parent_run(client: MlflowClient, parent_id: str, study: optuna.Study, 
     experiment_id = client.get_run(parent_id).info.experiment_id
     query = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
     still = []
-    for run in client.search_runs([experiment_id], filter_string=query, max_results=10000):
+    for run in all_runs(client, [experiment_id], query):
         number = run.data.tags.get("optuna.trial_number")
         if number is not None and int(number) in running:
             still.append(int(number))

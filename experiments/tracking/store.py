@@ -112,6 +112,24 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
     return exp.experiment_id
 
 
+def all_runs(
+    client: Any, experiment_ids: list[str], filter_string: str = "", order_by: list[str] | None = None,
+    page_size: int = 1000,
+) -> list[Any]:
+    """Every run that matches, page after page: one search returns at most a page, and a store
+    of a long sweep holds more runs than any single page."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=page_size, order_by=order_by, page_token=token
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
 def experiment_of(client: Any, run_id: str | None) -> str | None:
     """The experiment id of a run this store knows, else None (e.g. trained against another store)."""
     from mlflow.exceptions import MlflowException
