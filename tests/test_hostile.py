@@ -3,19 +3,25 @@ signals, a config typo before the heavy imports, and metric steps across resumes
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_tree
 from mlflow import MlflowClient
 
 from cxrlab.callbacks.explanations.aopc import aopc
+from cxrlab.config.secrets import has_password, redact
+from cxrlab.datamodules.sources.csv_folder import folder_source
 from cxrlab.experiments.cli.main import main
 from cxrlab.experiments.evaluation.compare import compare_runs
 from cxrlab.experiments.tracking.store import all_runs, ensure_experiment, resolve_uri
@@ -235,3 +241,107 @@ def test_compare_lists_more_than_5000_runs(in_tmp_cwd: Path) -> None:
     _many_runs(6000)
     table = compare_runs(experiment="many", metrics="val/acc", out="cmp")["table"]
     assert len(table) == 6000 and table["run_name"].nunique() == 6000
+
+
+URLS = [  # (URL, has a password, redacted)
+    ("postgresql://cxrlab:hunter2@db/optuna", True, "postgresql://cxrlab:***@db/optuna"),
+    ("postgresql://cxrlab@db/optuna?password=s3cret", True, "postgresql://cxrlab@db/optuna?password=***"),
+    ("postgresql://:s3cret@db/optuna", True, "postgresql://:***@db/optuna"),
+    ("postgresql://u:p@ss@db:5432/optuna", True, "postgresql://u:***@db:5432/optuna"),
+    ("postgresql://u@db/x?sslmode=require&sslpassword=k", True, "postgresql://u@db/x?sslmode=require&sslpassword=***"),
+    ("http://alice:pw@mlflow.internal:5000", True, "http://alice:***@mlflow.internal:5000"),
+    ("postgresql+psycopg2://cxrlab@db.internal:5432/optuna", False, "postgresql+psycopg2://cxrlab@db.internal:5432/optuna"),
+    ("sqlite:///mlruns/optuna.db", False, "sqlite:///mlruns/optuna.db"),
+    ("mlruns/optuna/study.journal", False, "mlruns/optuna/study.journal"),
+]
+
+
+@pytest.mark.parametrize(("url", "secret", "shown_as"), URLS)
+def test_passwords_are_found_and_hidden_in_every_form(url: str, secret: bool, shown_as: str) -> None:
+    assert has_password(url) is secret
+    assert redact(url) == shown_as
+
+
+@pytest.mark.parametrize("url", [u for u, secret, _ in URLS if secret])
+def test_sweep_and_the_slurm_script_refuse_a_password(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--config", "phantom_sweep", "--storage", url]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("cxrlab: error: --storage: ") and "~/.pgpass or PGPASSWORD" in line and "s3cret" not in line
+    script = Path(__file__).resolve().parents[1] / "docker" / "slurm_sweep.sh"
+    env = _env() | {"CXRLAB_STORAGE": url, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1", "DATA": str(tmp_path)}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "holds a password; put it in ~/.pgpass or PGPASSWORD" in done.stderr
+
+
+def test_the_sweep_help_shows_no_password_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    out = capsys.readouterr().out
+    assert "USER:PASS" not in out and not any(has_password(word) for word in out.split())
+
+
+def test_an_unreachable_postgresql_study_is_one_line(in_tmp_cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql://cxrlab@127.0.0.1:{_free_port()}/optuna"
+    assert main(["sweep", "--config", "phantom_sweep", "--storage", url, "--n_trials", "1"]) == 2
+    line = _error_line(capsys)
+    assert f"{url}: cannot open the study storage" in line and "Connection refused" in line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """A tracking server that answers 503 to everything."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_error(503, "Service Unavailable")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_unreachable_or_failing_mlflow_server_is_one_line(
+    in_tmp_cwd: Path, folder_tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down = f"http://127.0.0.1:{_free_port()}"
+    assert main(["train", *TINY, "--data.root", str(folder_tree), "--tracking_uri", down]) == 2
+    line = _error_line(capsys)
+    assert f"{down}: the MLflow server does not answer" in line and "refused" in line
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        failing = f"http://127.0.0.1:{server.server_port}"
+        assert main(["train", *TINY, "--data.root", str(folder_tree), "--tracking_uri", failing]) == 2
+        assert f"{failing}: the MLflow server does not answer (HTTP 503" in _error_line(capsys)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new store", "existing store"])
+def test_a_read_only_store_is_one_line(existing: bool, tmp_path: Path, folder_tree: Path) -> None:
+    """A read-only file system (a bind mount in a user namespace, so this works without root)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    if existing:
+        resolve_uri(uri)  # created while still writable
+    cmd = f"mount --bind -o ro {store} {store} && exec {CXRLAB} train {' '.join(TINY)} --data.root {folder_tree} --tracking_uri {uri}"
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], env=_env(), capture_output=True, text=True, timeout=300)
+    if "mount" in done.stderr and "cxrlab" not in done.stderr:
+        pytest.skip(f"no user namespaces here to mount a read-only folder: {done.stderr.strip()}")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"cxrlab: error: {uri}: the MLflow store cannot be written") and "Read-only file system" in line
+
+
+def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    (root / "emptyclass").mkdir()
+    with pytest.warns(UserWarning, match=r"emptyclass: class folder 'emptyclass' holds no images, so that class is left out"):
+        table = folder_source(root)
+    assert "emptyclass" not in set(table["label"])
+    with pytest.raises(ValueError, match=r"class folder 'emptyclass' holds no images.*data.strict is on"):
+        folder_source(root, strict=True)

@@ -7,7 +7,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from cxrlab.config import ConfigError
+from cxrlab.config import ConfigError, first_line
+from cxrlab.config.errors import ECHO_LIMIT
 from cxrlab.experiments.cli import (
     compare,
     data,
@@ -27,6 +28,9 @@ cxrlab: train, sweep, explain and evaluate chest X-ray classifiers, tracked in M
 Start with:  cxrlab data phantom data/phantom  &&  cxrlab train --config experiments/configs/phantom_demo.yaml
 Runs are stored in mlruns/ (sqlite:///mlruns/mlflow.db); browse them with `cxrlab ui`.
 """
+
+# Libraries whose errors reach a command as their own types: reported in one line.
+LIBRARIES = ("mlflow", "sqlalchemy", "optuna", "requests", "urllib3", "psycopg2", "psycopg", "sqlite3", "alembic")
 
 # Each command module registers its parser and sets its `func`; its heavy imports wait for the call.
 COMMANDS = (train, data, models, ui, evaluate, predict, compare, explain, sweep)
@@ -110,6 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cxrlab: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        # A store, a server or a database failing under a library: one line, not its traceback.
+        if os.environ.get("CXRLAB_DEBUG") or type(e).__module__.split(".")[0] not in LIBRARIES:
+            raise
+        print(f"cxrlab: error: {type(e).__name__}: {first_line(e, ECHO_LIMIT * 2)} (CXRLAB_DEBUG=1 shows where)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat protocol (
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from cxrlab.config import first_line
+from cxrlab.config.secrets import redact
+
 JOURNAL_DIR = Path("mlruns/optuna")
 RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 HEARTBEAT_ATTR = "cxrlab:heartbeat"
@@ -93,6 +96,14 @@ def _rdb_storage(url: str, attempts: int = 5, **kwargs: object) -> RDBStorage:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
+        except sqlalchemy.exc.OperationalError as err:  # no server, refused, unknown host, bad login
+            if attempt == attempts - 1:
+                raise ValueError(
+                    f"{redact(url)}: cannot open the study storage ({first_line(err.orig or err)}); check that the "
+                    "database server runs and the host, port and database name, with the password in "
+                    "~/.pgpass or PGPASSWORD"
+                ) from None
+            time.sleep(0.5 * 2**attempt)  # a database that is still starting: 0.5 + 1 + 2 + 4 s
     raise AssertionError("unreachable")
 
 

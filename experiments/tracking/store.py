@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,49 @@ def resolve_uri(uri: str | None = None) -> str:
             raise read_only(db, err) from None
         uri = f"sqlite:///{db}"
         ready_sqlite_store(str(db))
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     if uri.startswith("file:") or ("://" not in uri and uri != "databricks"):
         raise ValueError(
             f"tracking uri {uri!r}: MLflow 3 no longer accepts file stores; use "
             f"{DEFAULT_URI} (the default), another sqlite:/// path, or an http(s):// server"
         )
     return uri
+
+
+# MLflow retries a server's 5xx answers and dropped connections; bounded here to about half a
+# minute (1 + 2 + 4 + 8 + 16 s) instead of its default of several minutes.
+SERVER_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+@functools.cache
+def check_server(uri: str, attempts: int = 4) -> None:
+    """Fail in one line, naming the URI, when the MLflow server does not answer its health check
+    (after retries with backoff: a server that is still starting gets about 8 seconds)."""
+    import urllib.error
+    import urllib.request
+
+    for key, value in SERVER_RETRIES.items():
+        os.environ.setdefault(key, value)
+    why = ""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as answer:
+                if answer.status == 200:
+                    return
+                why = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as err:
+            why = f"HTTP {err.code} {err.reason}"
+            if err.code < 500:
+                break  # not transient: a proxy, a wrong path, a login
+        except (urllib.error.URLError, OSError) as err:
+            why = first_line(getattr(err, "reason", err) if isinstance(err, urllib.error.URLError) else err)
+        if attempt < attempts - 1:
+            time.sleep(0.5 * 2**attempt)
+    raise StoreError(
+        f"{uri}: the MLflow server does not answer ({why}); start it (mlflow server, or cxrlab ui for a local "
+        "store) or fix --tracking_uri / MLFLOW_TRACKING_URI"
+    )
 
 
 def artifact_location(uri: str) -> str | None:
