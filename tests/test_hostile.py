@@ -4,6 +4,7 @@ signals, a config typo before the heavy imports, and metric steps across resumes
 from __future__ import annotations
 
 import http.server
+import multiprocessing
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from conftest import write_tree
@@ -24,6 +26,7 @@ from cxrlab.config.secrets import has_password, redact
 from cxrlab.datamodules.sources.csv_folder import folder_source
 from cxrlab.experiments.cli.main import main
 from cxrlab.experiments.evaluation.compare import compare_runs
+from cxrlab.experiments.sweeps.runner import TrialBudget
 from cxrlab.experiments.tracking.store import all_runs, ensure_experiment, resolve_uri
 from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
@@ -345,3 +348,16 @@ def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
     assert "emptyclass" not in set(table["label"])
     with pytest.raises(ValueError, match=r"class folder 'emptyclass' holds no images.*data.strict is on"):
         folder_source(root, strict=True)
+
+
+def test_a_worker_that_dies_holding_a_slot_gives_it_back() -> None:
+    """Killed between claiming a trial slot and creating its trial, a worker leaves no RUNNING trial
+    to re-queue; the slot it held still returns to the launch's budget."""
+    ctx = multiprocessing.get_context("spawn")
+    budget = TrialBudget(ctx.Value("i", 0), 2, ctx.Array("i", 3))
+    first, second = budget.for_worker(0), budget.for_worker(1)
+    assert first.take() and second.take() and not budget.left()
+    assert budget.release_held(1) == 1 and budget.left()  # worker 1 died holding its slot
+    study = optuna.create_study()
+    first(study, study.ask() and study.trials[0])  # worker 0 finished its trial and claims the last slot
+    assert list(budget.held) == [1, 0, 0] and budget.counter.value == 2 and not budget.left()

@@ -275,21 +275,22 @@ def _cli(config: Path, *args: str, output: bool = False) -> subprocess.Popen[byt
     cmd = [sys.executable, "-m", "cxrlab.experiments.cli.main", "sweep", "--config", str(config), "--gpus", "none", *args]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.PIPE if output else subprocess.DEVNULL
-    # Its own process group: every process the launch starts stays in it (see _left_in_group).
+    # Its own session: every process the launch starts stays in it (see _left_in_session); workers
+    # lead process groups of their own inside it.
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
                             start_new_session=True)
 
 
-def _left_in_group(pgid: int) -> list[str]:
-    """The live processes of process group `pgid` (Linux /proc; zombies excluded)."""
+def _left_in_session(sid: int) -> list[str]:
+    """The live processes of session `sid` (Linux /proc; zombies excluded)."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
+        state, _, _, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state != "Z":
             left.append(f"{pid} {stat.split(' (', 1)[1].split(')')[0]}")
     return left
 
@@ -306,7 +307,7 @@ def test_killed_worker_is_requeued_within_the_launch(in_tmp_cwd: Path, folder_tr
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out
-    assert _left_in_group(proc.pid) == []  # no loader or tracker process of the launch is left
+    assert _left_in_session(proc.pid) == []  # no worker, loader or tracker process of the launch is left
     assert f"died: killed by SIGKILL; trial(s) {victim.number} failed and re-queued" in out
     trials = load("kill").trials
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL"]

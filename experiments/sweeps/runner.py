@@ -178,34 +178,49 @@ def worker_seed(seed: int, offset: int, worker: int) -> int:
 
 
 class TrialBudget:
-    """Trials started by one launch, shared by its workers; `take` is atomic across processes."""
+    """Trials started by one launch, shared by its workers; `take` is atomic across processes.
 
-    def __init__(self, counter: Any, limit: int | None, parent_pid: int | None = None) -> None:
+    Each worker's claimed-but-unfinished slots are counted too (`held`), so the slots of a worker
+    that dies go back to the budget whether its trial was running or not yet created.
+    """
+
+    def __init__(self, counter: Any, limit: int | None, held: Any, parent_pid: int | None = None, worker: int = 0) -> None:
         self.counter = counter
         self.limit = limit
+        self.held = held  # shared int array: slots each worker index holds
         self.parent_pid = parent_pid
+        self.worker = worker
+
+    def for_worker(self, worker: int) -> TrialBudget:
+        """The same budget as seen by worker number `worker`."""
+        return TrialBudget(self.counter, self.limit, self.held, self.parent_pid, worker)
 
     def left(self) -> bool:
         """Whether trials are left to start."""
         return self.limit is None or self.counter.value < self.limit
 
-    def release(self, n: int = 1) -> None:
-        """Hand back the slots of `n` trials that a dead worker started but did not finish."""
+    def release_held(self, worker: int) -> int:
+        """Hand back the slots worker `worker` claimed and did not finish (it died); returns how many."""
         with self.counter.get_lock():
+            n = self.held[worker]
+            self.held[worker] = 0
             self.counter.value = max(0, self.counter.value - n)
+        return n
 
     def take(self) -> bool:
         """Claim one trial; False when the launch's budget is spent."""
-        if self.limit is None:
-            return True
         with self.counter.get_lock():
-            if self.counter.value >= self.limit:
+            if self.limit is not None and self.counter.value >= self.limit:
                 return False
             self.counter.value += 1
+            self.held[self.worker] += 1
             return True
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """study.optimize callback: claim the next trial or stop (also when the launcher died)."""
+        """study.optimize callback after each finished trial: its slot is spent; claim the next
+        trial or stop (also when the launcher died)."""
+        with self.counter.get_lock():
+            self.held[self.worker] = max(0, self.held[self.worker] - 1)
         orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
         if orphaned or not self.take():
             study.stop()
@@ -316,26 +331,28 @@ class WorkerPool:
         index = self.started
         with _environ(CUDA_VISIBLE_DEVICES=device or "", OMP_NUM_THREADS=str(self.threads)):
             p = ctx.Process(
-                target=_worker_process, args=(self.plan, index, self.budget, self.threads), name=f"sweep-worker-{index}"
+                target=_worker_process, args=(self.plan, index, self.budget.for_worker(index), self.threads),
+                name=f"sweep-worker-{index}",
             )
             p.start()
-        self.live[p.sentinel] = (p, device)
+        self.live[p.sentinel] = (p, device, index)
         self.started += 1
 
     def watch(self) -> None:
         """Wait for every worker to end, recovering from deaths as they happen."""
         while self.live:
             for sentinel in multiprocessing.connection.wait(list(self.live)):
-                p, device = self.live.pop(sentinel)
+                p, device, index = self.live.pop(sentinel)
                 p.join()
+                _reap_group(p.pid)
                 self.codes.append(p.exitcode)
                 if p.exitcode not in (0, 130):
-                    self._recover(p, device)
+                    self._recover(p, device, index)
 
-    def _recover(self, p: Any, device: str | None) -> None:
+    def _recover(self, p: Any, device: str | None, index: int) -> None:
         why = f"worker {p.name} (pid {p.pid}, {'GPU ' + device if device else 'CPU'}) died: {recovery.describe_exit(p.exitcode)}"
         requeued = recovery.recover_trials(self.study, self.client, p.pid, why)
-        self.budget.release(len(requeued))
+        self.budget.release_held(index)  # its running trial's slot, or one taken just before it died
         what = f"trial(s) {', '.join(map(str, requeued))} failed and re-queued" if requeued else "no running trial"
         self.deaths.append(f"{why}; {what}")
         print(f"cxrlab sweep: {self.deaths[-1]}", file=sys.stderr)
@@ -346,13 +363,21 @@ class WorkerPool:
     def interrupt(self) -> None:
         """Ctrl-C: forward it once to every live worker (their trials are re-queued) and wait."""
         print("cxrlab sweep: stopping workers (their trials are re-queued) ...", file=sys.stderr)
-        for p, _ in self.live.values():
+        for p, _, _ in self.live.values():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
-        for p, _ in self.live.values():
+        for p, _, _ in self.live.values():
             p.join()
+            _reap_group(p.pid)
             self.codes.append(p.exitcode)
         self.live.clear()
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill what is left of an ended worker's process group (it is the group's leader): loader
+    workers or trackers that outlived it must not outlive the launch."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _spawn_workers(
@@ -361,10 +386,11 @@ def _spawn_workers(
     """Run one process per device; returns their exit codes, whether Ctrl-C stopped them and the
     worker deaths recovered from."""
     ctx = mp.get_context("spawn")
-    budget = TrialBudget(ctx.Value("i", 0), limit, parent_pid=os.getpid())
     threads = max(1, len(os.sched_getaffinity(0)) // len(devices))
     # Replacements are bounded like re-queues, so a worker that dies on every start cannot loop.
-    pool = WorkerPool(plan, budget, study, client, len(devices) * (3 if max_retry is None else max_retry), threads)
+    respawns = len(devices) * (3 if max_retry is None else max_retry)
+    budget = TrialBudget(ctx.Value("i", 0), limit, ctx.Array("i", len(devices) + respawns + 1), parent_pid=os.getpid())
+    pool = WorkerPool(plan, budget, study, client, respawns, threads)
     for device in devices:
         pool.start(device)
     interrupted = False
@@ -507,7 +533,8 @@ def _run_workers(
     """One CPU worker in this process, else one spawned process per device; exit codes into `outcome`."""
     if len(devices) == 1 and devices[0] is None:
         with _environ(CUDA_VISIBLE_DEVICES=""):  # a CPU worker, even where GPUs exist
-            code = run_worker(plan, 0, TrialBudget(mp.get_context("spawn").Value("i", 0), limit))
+            ctx = mp.get_context("spawn")
+            code = run_worker(plan, 0, TrialBudget(ctx.Value("i", 0), limit, ctx.Array("i", 1)))
         outcome.worker_exit_codes, outcome.interrupted = [code], code == 130
     else:
         outcome.worker_exit_codes, outcome.interrupted, outcome.dead_workers = _spawn_workers(
