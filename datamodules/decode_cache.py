@@ -2,9 +2,12 @@
 memory-mapped file that every epoch, run and sweep worker reads.
 
 Layout of `root/`, per input size S: `S.u8` holds S x S uint8 slots back to back, `S.json` maps a
-key to its slot, `S.lock` serialises builders. A key hashes the file's absolute path, mtime and
-byte size with everything that shapes the stored pixels (decoding settings, crop margin, S), so an
-edited file or a changed setting misses and is decoded anew; stale slots are never reused.
+key to [slot, path, mtime_ns, size], `S.lock` serialises builders. A key hashes the file's absolute
+path, mtime and byte size with everything that shapes the stored pixels (decoding settings, crop
+margin, S), so an edited file or a changed setting misses and is decoded anew. A build reclaims the
+slots of files edited or deleted since they were cached and writes new images there first, so the
+cache does not grow with every edit. Readers never see a reclaimed slot change under them: no key
+they can compute still points to it.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class DecodeCache:
         if self._index is None:
             self._open()
         try:
-            slot = self._index.get(self.key(path))
+            slot = _slot(self._index.get(self.key(path)))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: image file not found") from None
         if slot is None or self._slots is None or slot >= len(self._slots):
@@ -110,6 +113,7 @@ class DecodeCache:
         bad: list[tuple[str, str]] = []
         with FileLock(str(self.root / f"{self.size}.lock")):
             index = _read_index(self.index_file)
+            free = [_slot(index.pop(k)) for k in [k for k, entry in index.items() if _stale(entry)]]
             todo: list[tuple[str, str]] = []
             for p in paths:
                 try:
@@ -120,19 +124,23 @@ class DecodeCache:
                 if k not in index:
                     todo.append((p, k))
             slot_bytes = self.size**2
-            with open(self.data_file, "ab") as out:
+            self.data_file.touch()
+            with open(self.data_file, "r+b") as out:
                 end = out.seek(0, os.SEEK_END)
                 if end % slot_bytes:  # a builder killed mid-write left a partial slot: drop it
                     out.truncate(end - end % slot_bytes)
                     end -= end % slot_bytes
-                slot, saved = end // slot_bytes, time.monotonic()
+                free, fresh, saved = sorted(s for s in free if s * slot_bytes < end), end // slot_bytes, time.monotonic()
                 for (p, k), image in zip(todo, self._decode(todo, workers), strict=True):
                     if isinstance(image, str):
                         bad.append((p, image))
                         continue
+                    slot = free.pop(0) if free else fresh
+                    fresh += slot == fresh
+                    out.seek(slot * slot_bytes)
                     out.write(image.tobytes())
-                    index[k] = slot
-                    slot += 1
+                    st = os.stat(p)
+                    index[k] = [slot, os.path.abspath(p), st.st_mtime_ns, st.st_size]
                     if time.monotonic() - saved > INDEX_SECONDS:
                         _write_index(self.index_file, index, out)
                         saved = time.monotonic()
@@ -153,11 +161,29 @@ class DecodeCache:
             yield from pool.map(one, todo)
 
 
-def _read_index(path: Path) -> dict[str, int]:
+def _read_index(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_index(path: Path, index: dict[str, int], data: Any) -> None:
+def _slot(entry: Any) -> int | None:
+    """The slot of an index entry ([slot, path, mtime_ns, size]; a bare slot in caches built
+    before slots were reclaimed)."""
+    return entry if entry is None or isinstance(entry, int) else entry[0]
+
+
+def _stale(entry: Any) -> bool:
+    """Whether the file an entry was decoded from is gone or changed since (bare slots: unknown)."""
+    if isinstance(entry, int):
+        return False
+    _, path, mtime_ns, size = entry
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return (st.st_mtime_ns, st.st_size) != (mtime_ns, size)
+
+
+def _write_index(path: Path, index: dict[str, Any], data: Any) -> None:
     """Flush the data the index points to, then replace the index atomically."""
     data.flush()
     os.fsync(data.fileno())

@@ -86,7 +86,21 @@ def test_changed_file_invalidates_its_entry(tree: Path, tmp_path: Path) -> None:
     Image.fromarray(np.full((40, 40), 200, dtype=np.uint8)).save(path)  # new content, size, mtime
     assert (cache.get(path) == 200).all() and not (old == 200).all()  # decoded anew, not the stale slot
     assert cache.build([path]).empty and (cache.get(path) == 200).all()
-    assert (tmp_path / "cache" / f"{SIZE}.u8").stat().st_size == 2 * SIZE**2  # a new slot, old one left
+    assert (tmp_path / "cache" / f"{SIZE}.u8").stat().st_size == SIZE**2  # the stale slot was reclaimed
+
+
+def test_a_build_reclaims_the_slots_of_deleted_and_edited_files(tree: Path, tmp_path: Path) -> None:
+    cache = DecodeCache(tmp_path / "cache", SIZE, MARGIN, Decoding())
+    paths = sorted(str(p) for p in tree.rglob("*.png"))[:6]
+    assert cache.build(paths).empty
+    Path(paths[0]).unlink()  # gone: its slot is free
+    Image.fromarray(np.full((40, 40), 90, dtype=np.uint8)).save(paths[1])  # edited: its old slot is free
+    new = str(tree / "normal" / "new.png")
+    Image.fromarray(np.full((40, 40), 30, dtype=np.uint8)).save(new)
+    assert cache.build([*paths[1:], new]).empty
+    assert (tmp_path / "cache" / f"{SIZE}.u8").stat().st_size == 6 * SIZE**2  # two images, no growth
+    for p in [*paths[1:], new]:
+        assert np.array_equal(cache.get(p), cache.prepare(p))
 
 
 def test_other_settings_are_other_entries(tree: Path, tmp_path: Path) -> None:
