@@ -32,12 +32,14 @@ class RunRecorder(L.Callback):
         checkpoint_artifact: str,
         figures: Figures | None = None,
         resumed_from: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.sink_of = sink_of
         self.checkpoint_artifact = checkpoint_artifact  # where the slim best checkpoint goes in the run
         self.figures = figures
         self.resumed_from = resumed_from
+        self.tags = dict(tags or {})  # set at every fit start (which process writes the run now)
         self.best_score: float | None = None
         self.best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.best_metrics: dict[str, float] = {}
@@ -66,8 +68,7 @@ class RunRecorder(L.Callback):
             "data.images_per_source": ",".join(f"{k}:{v}" for k, v in table["source"].value_counts().items()),
         }
         sink.log_params(params)  # a resumed run keeps its params; new keys are added
-        if self.resumed_from:
-            sink.set_tags({"cxrlab.resumed_from": self.resumed_from})
+        sink.set_tags(self.tags | ({"cxrlab.resumed_from": self.resumed_from} if self.resumed_from else {}))
         files = {"config.yaml": to_yaml(self.config), "splits.csv": table[["path", "label", "patient_id", "source", "split"]]}
         if len(dm.skipped):
             files["skipped_images.csv"] = dm.skipped

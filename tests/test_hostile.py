@@ -361,3 +361,19 @@ def test_a_worker_that_dies_holding_a_slot_gives_it_back() -> None:
     study = optuna.create_study()
     first(study, study.ask() and study.trials[0])  # worker 0 finished its trial and claims the last slot
     assert list(budget.held) == [1, 0, 0] and budget.counter.value == 2 and not budget.left()
+
+
+def test_a_run_whose_process_died_is_closed_by_the_next_training(in_tmp_cwd: Path, folder_tree: Path) -> None:
+    proc = subprocess.Popen([CXRLAB, "train", *TINY, "--data.root", str(folder_tree), "--trainer.max_epochs", "200"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for("mlruns/checkpoints/*/*/checkpoints/last.ckpt", in_tmp_cwd, proc)
+    finally:
+        proc.kill()  # SIGKILL: nothing of cxrlab runs to close the run
+        proc.wait()
+    client = MlflowClient(resolve_uri())
+    (dead,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert dead.info.status == "RUNNING" and dead.data.tags["cxrlab.pid"] == str(proc.pid)
+    assert main(["train", *TINY, "--data.root", str(folder_tree)]) == 0
+    closed = client.get_run(dead.info.run_id)
+    assert closed.info.status == "KILLED" and f"pid {proc.pid}" in closed.data.tags["cxrlab.error"]

@@ -30,11 +30,14 @@ Every config key below is also a flag; it applies to every trial (searched keys 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     """cxrlab sweep."""
+    from cxrlab.config import load_config
     from cxrlab.config.secrets import refuse_password
 
     if ns.config is None:
         raise ConfigError("cxrlab sweep needs --config FILE (e.g. experiments/configs/phantom_sweep.yaml)")
     refuse_password(ns.storage, "--storage")
+    # The training part of the config first: a typo is reported before Optuna, torch and MLflow load.
+    load_config(config_path(ns.config), overrides_from(ns), extra_sections=("search",))
     from cxrlab.experiments.sweeps.runner import run_sweep
 
     outcome = run_sweep(

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 from cxrlab.callbacks.epoch_explanations import ExplainCallback
@@ -19,7 +20,7 @@ from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from cxrlab.config import Config
 from cxrlab.datamodules.datamodule import CXRDataModule
 from cxrlab.experiments.evaluation.figures import eval_figures
-from cxrlab.experiments.tracking import checkpoints, store, writer
+from cxrlab.experiments.tracking import checkpoints, liveness, store, writer
 from cxrlab.experiments.tracking.run_logger import RunLogger, run_writer
 from cxrlab.experiments.training.signals import stop_signals
 from cxrlab.lightning_modules.backbones import default_input_size
@@ -145,6 +146,11 @@ def train(
             uploads.append(LastCheckpointUpload(run_writer, checkpoints.RUN_LAST_CHECKPOINT))
         if run_id is None:  # ours, not the logger's: tagged, and safe when runs start together
             store.ensure_experiment(MlflowClient(uri), cfg.tracking.experiment, uri)
+        if rank_zero_only.rank == 0:
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+            if experiment is not None:
+                liveness.close_dead_runs(client, experiment.experiment_id, keep=run_id)
         logger = RunLogger(
             experiment_name=cfg.tracking.experiment,
             run_name=None if run_id else cfg.tracking.run_name,
@@ -153,7 +159,9 @@ def train(
             artifact_location=store.artifact_location(uri),
             run_id=run_id,
         )
-    recorder = RunRecorder(cfg, run_writer, checkpoints.RUN_CHECKPOINT, eval_figures, resumed_from=resume)
+    recorder = RunRecorder(
+        cfg, run_writer, checkpoints.RUN_CHECKPOINT, eval_figures, resumed_from=resume, tags=liveness.process_tags()
+    )
     # Order matters: explanations land in callback_metrics before the recorder snapshots the best
     # epoch and before a sweep's pruning callback reads its objective.
     explainers = (
