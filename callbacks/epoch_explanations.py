@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
+from cxrlab.callbacks import console
 from cxrlab.callbacks.explanations.aopc import check_grid
 from cxrlab.callbacks.explanations.explanation_pass import explain_image_set, sample_images
 from cxrlab.callbacks.run_sink import SinkOf
@@ -73,7 +73,7 @@ class ExplainCallback(L.Callback):
             sink.log_objects(done.artifacts(), f"explain/epoch_{trainer.current_epoch:03d}")
         if done.alarm_tags:
             if done.explanation.verdict.alarm:
-                rank_zero_warn(f"epoch {trainer.current_epoch}: {done.explanation.verdict.sentence()}")
+                console.verdict(f"epoch {trainer.current_epoch + 1}: {done.explanation.verdict.sentence()}", alarm=True)
             if sink is not None:
                 sink.set_tags(done.alarm_tags)
         return metrics

@@ -17,6 +17,11 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+class DetailWarning(UserWarning):
+    """A warning about a detail of a result (an eigen-heatmap skipped for an empty class): the
+    console shows it with --verbose; the run's tables record it either way."""
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first line of an error's message (its type's name when the message is empty), for
     one-line reports of errors raised by libraries with multi-line messages."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlab.config import AOPCConfig, Perturb
+from cxrlab.config.errors import DetailWarning
 from cxrlab.lightning_modules.eval_mode import eval_mode
 
 ORDERS = ("morf", "random")
@@ -249,7 +250,7 @@ def _aopc_from_predictions(
     f = torch.cat([f0[:, None], f_steps], dim=1).numpy()
     n_correct = len(index)
     if n_correct == 0:
-        warnings.warn("no image is classified correctly: AOPC is NaN", stacklevel=3)
+        warnings.warn("no image is classified correctly: AOPC is NaN", DetailWarning, stacklevel=3)
     # AOPC_L = mean_i sum_{k<=L} (f_i(x0) - f_i(xk)) / (L+1); the k=0 term is zero
     cumulative = np.cumsum(f[:, :1] - f, axis=1)
     norm = np.arange(1, steps + 2)

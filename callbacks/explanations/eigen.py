@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrlab.callbacks.explanations.display import upsample
+from cxrlab.config.errors import DetailWarning
 
 HeatmapSet = tuple[np.ndarray, np.ndarray, list[str]]  # raw maps [N, C, h, w], labels [N], class names
 MIN_IMAGES = 2  # a PCA of one map is the map itself: nothing to learn about variation
@@ -178,14 +179,14 @@ def eigen_heatmaps(
         if counts[c] < MIN_IMAGES:
             warnings.warn(
                 f"class {name!r} has {counts[c]} image(s), fewer than {MIN_IMAGES}: "
-                "eigen-heatmap skipped (NaN in tables)", stacklevel=2,
+                "eigen-heatmap skipped (NaN in tables)", DetailWarning, stacklevel=2,
             )
             pcas.append(None)
         elif not np.any(maps[lab == c, c]):
             # Zero maps are a real outcome (e.g. an untrained model), not an error in the data.
             warnings.warn(
                 f"class {name!r}: every heatmap is zero, nothing to decompose: eigen-heatmap "
-                "skipped (NaN in tables)", stacklevel=2,
+                "skipped (NaN in tables)", DetailWarning, stacklevel=2,
             )
             pcas.append(None)
         else:

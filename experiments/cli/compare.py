@@ -24,7 +24,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         ns.kind,
         ns.alarm,
     )
-    print(format_comparison(result))
+    print(format_comparison(result, wide=ns.wide))
     return 0
 
 
@@ -66,6 +66,8 @@ def add_parser(subparsers: Any) -> None:
         "[default: all]",
     )
     p.add_argument("--out", default=None, help="output folder [default: mlruns/comparisons/<time>]")
+    p.add_argument("--wide", action="store_true", help="every column (kind, backbone, head, fine-tune) and whole run names "
+                   "in one table, however wide [default: fit the terminal, COLUMNS or 100]")
     add_common_flags(p, "tracking_uri")
     p.add_argument(
         "--heatmaps",

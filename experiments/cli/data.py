@@ -95,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="take the data section from this YAML config (or a shipped one's name)")
     p.add_argument("--out", metavar="DIR", help="write the tables, report.txt and class_balance.png here")
     p.add_argument("--workers", type=int, default=4, help="threads that read, hash and decode images [default: 4]")
-    add_common_flags(p, "quiet")
+    add_common_flags(p, "quiet", "verbose")
     add_config_flags(p, sections=("data",))
     p.set_defaults(func=cmd_inspect)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cxrlab.callbacks import console
 from cxrlab.experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
 
 DESCRIPTION = """\
@@ -39,7 +40,12 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
         ns.n_boot,
         progress=not ns.quiet,
     )
-    print(summary_text(results))
+    verdict = results.get("shortcut", {}).get("verdict")
+    for line in summary_text(results).splitlines():
+        if line == verdict:  # the verdict stands out: its own line, red or green where colour shows
+            console.verdict(line, results["shortcut"]["alarm"], at=console.QUIET)
+        else:
+            print(line)
     return 0
 
 
@@ -76,7 +82,7 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="add Grad-CAM overlays (TP/FP/FN), average and eigen-heatmaps and the AOPC table",
     )
-    add_common_flags(p, "tracking_uri", "device")
+    add_common_flags(p, "tracking_uri", "device", "verbose")
     p.add_argument(
         "--n_boot",
         type=int,

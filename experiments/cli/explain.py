@@ -38,10 +38,14 @@ def cmd_explain_compare(ns: argparse.Namespace) -> int:
     if len(ns.refs) != 2:
         raise ValueError("usage: cxrlab explain compare A B  (run ids, heatmaps.npz files or explain folders)")
     table = heatmap_robustness(*ns.refs, uri=ns.tracking_uri)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—"))
+    if table["pc1_corr"].isna().any():
+        print("— PC1 correlations are for the same class only (a class's first eigen-heatmap is of its own images)")
     print(f"\n{robustness_summary(table)}")
     if ns.out:
         print("written: " + ", ".join(map(str, write_robustness(table, ns.out, *ns.refs))))
+    else:
+        print("(nothing written; add --out DIR for heatmap_robustness.csv and .md)")
     return 0
 
 

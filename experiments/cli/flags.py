@@ -16,7 +16,8 @@ COMMON_FLAGS: dict[str, dict[str, Any]] = {
     "tracking_uri": {"default": None, "metavar": "URI",
                      "help": "MLflow tracking URI [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]"},
     "device": {"default": "auto", "help": "auto | cpu | cuda [default: auto]"},
-    "quiet": {"action": "store_true", "help": "no progress bar"},
+    "quiet": {"action": "store_true", "help": "print only the end: no progress bars, no per-step lines"},
+    "verbose": {"action": "store_true", "help": "print everything: library logs, and warnings with their source lines"},
 }
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from cxrlab.callbacks import console
 from cxrlab.config import ConfigError, first_line
 from cxrlab.config.errors import ECHO_LIMIT
 from cxrlab.experiments.cli import (
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    console.configure(console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) else console.NORMAL)
     try:
         return func(ns)
     except (ConfigError, ValueError, FileNotFoundError) as e:
@@ -114,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cxrlab: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say
+        sys.stderr.close()
+        return 0
     except Exception as e:
         # A store, a server or a database failing under a library: one line, not its traceback.
         if os.environ.get("CXRLAB_DEBUG") or type(e).__module__.split(".")[0] not in LIBRARIES:

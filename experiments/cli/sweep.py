@@ -7,7 +7,12 @@ import sys
 from typing import Any
 
 from cxrlab.config import ConfigError
-from cxrlab.experiments.cli.flags import add_config_flags, config_path, overrides_from
+from cxrlab.experiments.cli.flags import (
+    add_common_flags,
+    add_config_flags,
+    config_path,
+    overrides_from,
+)
 
 USAGE = """cxrlab sweep --config FILE [--n_trials N] [--timeout S] [--study_name NAME] [--storage URL]
                     [--workers K] [--gpus IDS] [--SECTION.KEY VALUE ...]
@@ -86,6 +91,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///FILE (one worker) or postgresql://USER@HOST/DB, its password in ~/.pgpass or PGPASSWORD, never in the URL [default: mlruns/optuna/<study>.journal]")
     p.add_argument("--workers", type=_positive_int, metavar="K", help="worker processes on the same study [default: one per GPU in --gpus, else 1]")
     p.add_argument("--gpus", default="auto", metavar="IDS", help="GPU ids for the workers, round-robin (0,1,2,3); none = CPU only [default: auto = every visible GPU]")
+    add_common_flags(p, "quiet", "verbose")
     add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
     sub = p.add_subparsers(dest="sweep_command", title="subcommands", metavar="status")

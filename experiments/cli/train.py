@@ -67,6 +67,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _print_result(result: Any, cfg: Any) -> None:
+    """The end block: the metrics, the best checkpoint and the links into the UI (also with --quiet)."""
     if result.run_id is None and not cfg.trainer.fast_dev_run:
         return  # a non-zero DDP rank: rank 0 reports
     m = result.metrics
@@ -80,9 +81,12 @@ def _print_result(result: Any, cfg: Any) -> None:
         print(f"  checkpoint: {result.best_checkpoint}")
     if result.run_id:
         from cxrlab.experiments.tracking import store
+        from cxrlab.experiments.tracking.ui import ui_link
 
-        print(f"  MLflow run: {result.run_id}  (store {store.resolve_uri(cfg.tracking.uri)})")
-        print("  browse:     cxrlab ui   ->  http://127.0.0.1:5000")
+        uri = store.resolve_uri(cfg.tracking.uri)
+        print(f"  MLflow run: {result.run_id}  (store {uri})")
+        print(f"  run:        {ui_link(uri, result.experiment_id, result.run_id)}")
+        print(f"  all runs:   {ui_link(uri, result.experiment_id)}" + ("" if store.is_server(uri) else "   (start the UI: cxrlab ui)"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +102,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="YAML config file, or the name of a shipped one (see experiments/configs/)")
     p.add_argument("--resume", metavar="CKPT", help="continue a crashed/stopped run from its checkpoint (last.ckpt, or runs:/RUN_ID/checkpoints/last.ckpt on a tracking server), in the same MLflow run")
     p.add_argument("--print_config", action="store_true", help="print the resolved config as YAML and exit")
-    add_common_flags(p, "tracking_uri")
+    add_common_flags(p, "tracking_uri", "quiet", "verbose")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

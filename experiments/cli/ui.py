@@ -9,7 +9,7 @@ def cmd_ui(ns: argparse.Namespace) -> int:
     """cxrlab ui."""
     from cxrlab.experiments.tracking.ui import run_ui
 
-    return run_ui(ns.host, ns.port, ns.backend_store_uri, ns.optuna)
+    return run_ui(ns.host, ns.port, ns.backend_store_uri, ns.optuna, ns.open)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,4 +19,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ui.add_argument("--port", type=int, default=5000, help="port [default: 5000]")
     ui.add_argument("--backend_store_uri", default=None, help="tracking store [default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
     ui.add_argument("--optuna", metavar="STORAGE", default=None, help="also start optuna-dashboard on this Optuna storage (needs optuna-dashboard)")
+    ui.add_argument("--open", action="store_true", help="open the newest run's experiment in a web browser")
     ui.set_defaults(func=cmd_ui)

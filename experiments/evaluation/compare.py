@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +57,7 @@ def find_runs(
             f"give --experiment NAME or RUN_IDs to compare (experiments in the store: {names})"
         )
     runs = []
-    for run_id in run_ids:
+    for run_id in (store.resolve_run_id(client, r) for r in run_ids):
         try:
             runs.append(client.get_run(run_id))
         except MlflowException:
@@ -206,10 +208,77 @@ def compare_runs(
     return {"table": table, "robustness": robustness, "files": [str(f) for f in files]}
 
 
-def format_comparison(result: dict[str, Any]) -> str:
-    """The terminal view of compare_runs: the table (short run ids), robustness, written files."""
-    table = result["table"].assign(run_id=result["table"]["run_id"].str[:8])
-    lines = [text_table(table)]
+# Short forms of metric names for the terminal table; the legend line under it spells them out.
+ABBREVIATIONS = (("test/", "t/"), ("val/", "v/"), ("best/", "b/"), ("explain/", "x/"), ("_focus", ""), ("aopc_", ""))
+KEY_COLUMNS = ("run_id", "run_name", "alarm")  # repeated in every block of a table too wide for one
+NAME_WIDTH = 18
+
+
+def abbreviate(metric: str) -> str:
+    """`test/explain/border_focus` -> `t/x/border`, `explain/aopc_gap` -> `x/gap`."""
+    for long, short in ABBREVIATIONS:
+        metric = metric.replace(long, short)
+    return metric
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _block(columns: list[tuple[str, list[str], bool]]) -> list[str]:
+    """(header, cells, right-aligned) columns as text lines, two spaces apart."""
+    widths = [max(len(h), *(len(c) for c in cells)) for h, cells, _ in columns]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if right else c.ljust(w) for c, w, (_, _, right) in zip(row, widths, columns, strict=True)).rstrip()
+
+    rows = [list(r) for r in zip(*(cells for _, cells, _ in columns), strict=True)]
+    return [line([h for h, _, _ in columns]), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def fitted_table(table: pd.DataFrame, width: int, wide: bool = False) -> list[str]:
+    """The terminal view: run ids of 8 characters (a prefix every command takes), names cut to
+    NAME_WIDTH, numbers to 3 decimals, abbreviated metric headers, and the metric columns in
+    blocks that each fit `width` characters (each block repeats id, name and alarm). `wide`:
+    every column, whole names, in one table however wide."""
+    first_metric = table.columns.get_loc("alarm") + 1
+    metrics = list(table.columns[first_metric:])
+    shown = table.assign(run_id=table["run_id"].str[:8])
+    if not wide:
+        shown = shown.assign(run_name=[n if len(n) <= NAME_WIDTH else n[: NAME_WIDTH - 1] + "…" for n in shown["run_name"]])
+    keys = [(c, [_cell(v) for v in shown[c]], False) for c in (table.columns[:first_metric] if wide else KEY_COLUMNS)]
+    values = [(abbreviate(c), [_cell(v) for v in shown[c]], True) for c in metrics]
+    if wide:
+        return _block(keys + values)
+    room = width - sum(max(len(h), *map(len, cells)) + 2 for h, cells, _ in keys)
+    blocks: list[list[tuple[str, list[str], bool]]] = [[]]
+    left = room
+    for column in values:
+        need = max(len(column[0]), *map(len, column[1])) + 2
+        if blocks[-1] and need > left:
+            blocks.append([])
+            left = room
+        blocks[-1].append(column)
+        left -= need
+    lines: list[str] = []
+    for i, block in enumerate(blocks):
+        lines += ([""] if i else []) + _block(keys + block)
+    return lines
+
+
+def format_comparison(result: dict[str, Any], width: int | None = None, wide: bool = False) -> str:
+    """The terminal view of compare_runs: the table fitted to the terminal (COLUMNS, default 100),
+    a legend of its short names, a note on empty cells, robustness, and the written files."""
+    table = result["table"]
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    lines = fitted_table(table, width, wide)
+    metrics = [c for c in table.columns if c not in table.columns[: table.columns.get_loc("alarm") + 1]]
+    if any(abbreviate(m) != m for m in metrics):
+        lines += ["", "t/ test/, v/ val/, b/ best/, x/ explain/; focus and aopc_ names shortened (the CSV has them whole)"]
+    if table[metrics].isna().any().any():
+        lines += ["— the run did not log this metric (training runs have no test/explain/*, evaluations no val/*)"]
     if result["robustness"] is not None:
         lines += ["", "heatmap robustness (last heatmap set of each run)"]
         lines += [text_table(result["robustness"]), robustness_summary(result["robustness"])]

@@ -24,6 +24,7 @@ from cxrlab.experiments.evaluation.outputs import (
 )
 from cxrlab.experiments.evaluation.report import Section, render_html, render_markdown, text_table
 from cxrlab.experiments.tracking import checkpoints, store
+from cxrlab.experiments.tracking.ui import ui_link
 from cxrlab.experiments.tracking.writer import log_derived_run, run_tags
 from cxrlab.lightning_modules.checkpoint import load_classifier
 
@@ -94,6 +95,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split; write every output to `out`, log one MLflow run."""
+    started = time.time()
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     cutoffs = parse_cutoffs(cutoffs)
@@ -122,10 +124,13 @@ def evaluate(
         data.skipped.to_csv(out / "skipped_images.csv", index=False)
     title = f"cxrlab evaluation: {Path(checkpoint).name} on {Path(data.where).name} ({split})"
     report = [*first, overview(results, cfg, preds, data.skipped), *sections, *extra]
-    (out / "report.html").write_text(render_html(title, report))
-    (out / "report.md").write_text(render_markdown(title, report))
+    shortcut = results.get("shortcut")
+    banner = (shortcut["verdict"], shortcut["alarm"]) if shortcut else None
+    (out / "report.html").write_text(render_html(title, report, banner))
+    (out / "report.md").write_text(render_markdown(title, report, banner))
     write_json(out / "metrics.json", results)
-    results["run_id"], results["experiment_id"] = log_evaluation(out, results, cfg, uri)
+    results["run_id"], results["experiment_id"] = log_evaluation(out, results, cfg, uri, started)
+    results["tracking_uri"] = uri
     return results
 
 
@@ -181,7 +186,7 @@ def overview(
 
 
 def log_evaluation(
-    out: Path, results: dict[str, Any], cfg: Config, uri: str
+    out: Path, results: dict[str, Any], cfg: Config, uri: str, started: float | None = None
 ) -> tuple[str, str]:
     """One MLflow run with every output file, in the training run's experiment when known."""
     m = cfg.model
@@ -206,7 +211,7 @@ def log_evaluation(
     return log_derived_run(
         uri, results["train_run_id"], EVAL_EXPERIMENT,
         f"evaluate-{name}-{results['split']}",
-        tags, params, results["metrics"], out,
+        tags, params, results["metrics"], out, started=started,
     )
 
 
@@ -258,5 +263,6 @@ def summary_text(results: dict[str, Any]) -> str:
     lines += [
         f"report:     {Path(results['out']) / 'report.html'}",
         f"MLflow run: {results['run_id']}",
+        f"run:        {ui_link(results['tracking_uri'], results['experiment_id'], results['run_id'])}",
     ]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ def explain_checkpoint(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Explain up to `max_per_class` images per class of one split; write and log the artifacts."""
+    started = time.time()
     checkpoint = str(checkpoints.local_checkpoint(checkpoint, tracking_uri))  # runs:/RUN_ID
     model = load_classifier(checkpoint)
     cfg = evaluation_config(model.config, overrides or {}, checkpoint)
@@ -31,7 +32,8 @@ def explain_checkpoint(
     out_dir = Path(out) if out else Path("mlruns/explanations") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(checkpoint).stem}"
     write_objects(done.artifacts(), out_dir)
     tags = {"cxrlab.kind": "explain", "cxrlab.checkpoint": str(Path(checkpoint).resolve()), "cxrlab.split": split}
-    run_id = _log_run(model.run_info.get("run_id"), checkpoint, split, done.metrics, out_dir, tracking_uri, tags | done.alarm_tags)
+    run_id = _log_run(model.run_info.get("run_id"), checkpoint, split, done.metrics, out_dir, tracking_uri,
+                      tags | done.alarm_tags, started)
     verdict = done.explanation.verdict
     return {
         "out": str(out_dir), "metrics": done.metrics, "run_id": run_id, "n_images": len(done.images.labels),
@@ -41,12 +43,12 @@ def explain_checkpoint(
 
 def _log_run(
     train_run: str | None, checkpoint: str, split: str, metrics: dict[str, float], folder: Path, uri: str | None,
-    tags: dict[str, str],
+    tags: dict[str, str], started: float,
 ) -> str:
     """An MLflow run (kind=explain) beside the training run, holding every file of `folder`."""
     run_id, _ = log_derived_run(
         store.resolve_uri(uri), train_run, "cxrlab-explain", f"explain-{split}-{Path(checkpoint).stem}",
         tags, {"checkpoint": str(Path(checkpoint).resolve()), "split": split},
-        {f"{split}/{k}": v for k, v in metrics.items()}, folder, f"explain/{split}",
+        {f"{split}/{k}": v for k, v in metrics.items()}, folder, f"explain/{split}", started,
     )
     return run_id

@@ -122,8 +122,9 @@ def _template(name: str) -> jinja2.Template:
     return env.get_template(name)
 
 
-def render_html(title: str, sections: Sequence[Section]) -> str:
-    """One self-contained HTML page: inline CSS, figures as base64 PNG data URIs, escaped text."""
+def render_html(title: str, sections: Sequence[Section], banner: tuple[str, bool] | None = None) -> str:
+    """One self-contained HTML page: inline CSS, figures as base64 PNG data URIs, escaped text;
+    `banner` = (verdict, alarm) opens it, red for an alarm, green otherwise."""
     view = [
         {
             "heading": s.heading,
@@ -133,11 +134,12 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
         }
         for s in sections
     ]
-    return _template("report.html.j2").render(title=title, sections=view)
+    return _template("report.html.j2").render(title=title, sections=view, banner=banner)
 
 
-def render_markdown(title: str, sections: Sequence[Section]) -> str:
-    """Markdown report with pipe tables and image links to the sections' PNG paths."""
+def render_markdown(title: str, sections: Sequence[Section], banner: tuple[str, bool] | None = None) -> str:
+    """Markdown report with pipe tables and image links to the sections' PNG paths; `banner` as a
+    bold quote under the title."""
     view = [
         {
             "heading": s.heading,
@@ -148,4 +150,4 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
         }
         for s in sections
     ]
-    return _template("report.md.j2").render(title=title, sections=view)
+    return _template("report.md.j2").render(title=title, sections=view, banner=banner)

@@ -29,6 +29,7 @@ def heatmap_set(ref: str, uri: str | None = None) -> HeatmapSet:
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(store.resolve_uri(uri))
+    ref = store.resolve_run_id(client, ref)
     try:
         client.get_run(ref)
     except MlflowException:

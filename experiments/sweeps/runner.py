@@ -33,6 +33,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from cxrlab.callbacks import console
 from cxrlab.config import (
     Config,
     ConfigError,
@@ -263,6 +264,7 @@ def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
 def _worker_process(plan: SweepPlan, worker: int, budget: TrialBudget, threads: int) -> None:
     """Entry point of a spawned worker (its own process group: the launcher forwards Ctrl-C once)."""
     os.setpgrp()
+    console.configure(console.inherited())
     import torch
 
     torch.set_num_threads(threads)

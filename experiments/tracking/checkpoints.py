@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlab.config import first_line
-from cxrlab.experiments.tracking.store import DEFAULT_ARTIFACTS, resolve_uri
+from cxrlab.experiments.tracking.store import DEFAULT_ARTIFACTS, resolve_run_id, resolve_uri
 
 
 def checkpoint_root(uri: str, checkpoint_dir: str | None = None) -> Path:
@@ -37,6 +37,9 @@ def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | Non
     from mlflow.exceptions import MlflowException
 
     run_id, _, artifact = ref.removeprefix(RUNS_SCHEME).strip("/").partition("/")
+    from mlflow import MlflowClient
+
+    run_id = resolve_run_id(MlflowClient(uri), run_id)  # a unique prefix works, as for git commits
     dst = checkpoint_root(uri, checkpoint_dir) / "downloads" / run_id
     dst.mkdir(parents=True, exist_ok=True)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,26 @@ def all_runs(
         token = page.token
         if not token:
             return runs
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+MIN_PREFIX = 6
+
+
+def resolve_run_id(client: Any, ref: str) -> str:
+    """A full run id from `ref`: a whole id, or (as git takes commits) a unique prefix of 6 or
+    more characters; an ambiguous or unknown prefix is a one-line error listing what matched."""
+    if RUN_ID.fullmatch(ref) or not re.fullmatch(rf"[0-9a-f]{{{MIN_PREFIX},31}}", ref):
+        return ref  # a whole id, or not an id at all: the caller's lookup says what is wrong
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    matches = sorted(r.info.run_id for r in (all_runs(client, experiments) if experiments else [])
+                     if r.info.run_id.startswith(ref))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ValueError(f"run {ref!r} not found in the tracking store (no run id starts with it); check the id and --tracking_uri")
+    shown = ", ".join(m[:12] for m in matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
+    raise ValueError(f"{ref}: the run id prefix is ambiguous ({shown}); give more characters")
 
 
 def experiment_of(client: Any, run_id: str | None) -> str | None:

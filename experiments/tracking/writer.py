@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -107,11 +108,14 @@ class RunWriter(RunSink):
 
     @classmethod
     def create(
-        cls, client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None
+        cls, client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None,
+        started: float | None = None,
     ) -> RunWriter:
-        """A new run (nested under `parent_id` if given) carrying `tags` and the git commit."""
+        """A new run (nested under `parent_id` if given) carrying `tags` and the git commit;
+        `started` (epoch seconds) dates it from when its work began, not from when it is recorded."""
         tags = source_tags() | dict(tags) | ({"mlflow.parentRunId": parent_id} if parent_id else {})
-        return cls(client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id)
+        start_time = None if started is None else int(started * 1000)
+        return cls(client, client.create_run(experiment_id, start_time=start_time, run_name=name, tags=tags).info.run_id)
 
     @property
     def uri(self) -> str:
@@ -202,7 +206,10 @@ class RunWriter(RunSink):
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(table, source=source, targets="label", name=name)
+        with warnings.catch_warnings():
+            # A local folder matches two of MLflow's registered source types, both the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_pandas(table, source=source, targets="label", name=name)
         tag = InputTag(key="mlflow.data.context", value=context)
         self.log_inputs_once([DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
 
@@ -232,15 +239,17 @@ def log_derived_run(
     metrics: dict[str, float],
     folder: str | Path,
     artifact_path: str | None = None,
+    started: float | None = None,
 ) -> tuple[str, str]:
     """A run made from a checkpoint (evaluate, explain): filed in the training run's experiment
-    when this store knows it, else `default_experiment`; every file of `folder` as artifacts."""
+    when this store knows it, else `default_experiment`; every file of `folder` as artifacts. It
+    spans `started` (when the work began, epoch seconds) to now, so the UI shows the work's time."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     experiment_id = experiment_of(client, train_run_id) or ensure_experiment(client, default_experiment, uri)
     tags = dict(tags) | {"cxrlab.train_run_id": train_run_id or "unknown"}
-    run = RunWriter.create(client, experiment_id, run_name, tags)
+    run = RunWriter.create(client, experiment_id, run_name, tags, started=started)
     try:
         run.log_params(params)
         run.log_metrics(metrics)

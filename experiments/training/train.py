@@ -14,7 +14,9 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
+from cxrlab.callbacks import console
 from cxrlab.callbacks.epoch_explanations import ExplainCallback
+from cxrlab.callbacks.epoch_lines import EpochLines
 from cxrlab.callbacks.last_checkpoint import LastCheckpoint
 from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from cxrlab.config import Config
@@ -32,6 +34,7 @@ class TrainResult:
     """What a finished training run produced."""
 
     run_id: str | None
+    experiment_id: str | None
     best_checkpoint: str | None
     best_score: float | None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -111,7 +114,8 @@ def build_trainer(cfg: Config, logger: MLFlowLogger | None, callbacks: Sequence[
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=t.enable_progress_bar and console.level() > console.QUIET,
+        enable_model_summary=console.level() >= console.VERBOSE,
         # Checkpoints land in <store dir>/checkpoints/<experiment id>/<run id>/checkpoints.
         # (fast_dev_run writes nothing, so it needs no store: resolving the URI would create one.)
         default_root_dir=None if t.fast_dev_run else str(
@@ -133,11 +137,14 @@ def train(
     callbacks: Sequence[L.Callback] = (),
 ) -> TrainResult:
     """Train one model; everything is recorded in one MLflow run (continued when resuming)."""
+    console.hush_libraries()
     cfg = resolve(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = CXRDataModule(cfg.data, seed=cfg.seed)
     dm.prepare_table()
     model = CXRClassifier(cfg, dm.classes, dm.class_weights)
+    if rank_zero_only.rank == 0:
+        _header(cfg, dm, resume)
     logger = None
     uploads: list[L.Callback] = []
     if not cfg.trainer.fast_dev_run:
@@ -167,7 +174,8 @@ def train(
     explainers = (
         [ExplainCallback(cfg.explain, cfg.seed, run_writer)] if cfg.explain.enabled else []
     )
-    trainer = build_trainer(cfg, logger, [*explainers, *callbacks, recorder, *uploads])
+    lines = EpochLines(cfg.trainer.monitor, cfg.trainer.mode)
+    trainer = build_trainer(cfg, logger, [*explainers, lines, *callbacks, recorder, *uploads])
     with stop_signals() as stop:
         try:
             trainer.fit(model, datamodule=dm, ckpt_path=resume)
@@ -180,6 +188,7 @@ def train(
     last = next((c.path(trainer) for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     result = TrainResult(
         run_id=logger.run_id if logger is not None and trainer.is_global_zero else None,
+        experiment_id=logger.experiment_id if logger is not None and trainer.is_global_zero else None,
         best_checkpoint=best,
         best_score=float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
         classes=dm.classes,
@@ -199,6 +208,20 @@ def train(
             if k.startswith("test/") and torch.is_tensor(v) and v.numel() == 1
         }
     return result
+
+
+def _header(cfg: Config, dm: CXRDataModule, resume: str | None) -> None:
+    """What is about to train, on what, where it runs and where it is recorded."""
+    m = cfg.model
+    counts = " / ".join(f"{len(dm.split_table(s))} {s}" for s in ("train", "val", "test") if len(dm.split_table(s)))
+    device = "cuda" if cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    console.say(f"cxrlab train: {cfg.tracking.run_name}" + (f" (resuming {resume})" if resume else ""))
+    console.table([
+        ("data", f"{cfg.data.root} ({dm.table['source'].iloc[0]}): {counts} images, classes {', '.join(dm.classes)}"),
+        ("model", f"{m.backbone} {m.head}, fine-tune {m.finetune}, {m.optimizer} lr {m.lr:g}, {cfg.data.image_size} px"),
+        ("run", f"{cfg.trainer.max_epochs} epochs on {device}, picked by {cfg.trainer.monitor} ({cfg.trainer.mode})"),
+        ("store", store.resolve_uri(cfg.tracking.uri) if not cfg.trainer.fast_dev_run else "none (fast_dev_run)"),
+    ])
 
 
 def resume_config(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
