@@ -26,6 +26,7 @@ The config flags below (--data.* and --explain.*) override the checkpoint's conf
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     """cxrlab evaluate."""
     from cxrlab.experiments.evaluation.evaluate import evaluate, summary_text
+    from cxrlab.experiments.tracking.liveness import process_started
 
     results = evaluate(
         ns.checkpoint,
@@ -39,6 +40,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
         ns.device,
         ns.n_boot,
         progress=not ns.quiet,
+        started=process_started(),
     )
     verdict = results.get("shortcut", {}).get("verdict")
     for line in summary_text(results).splitlines():

@@ -12,11 +12,12 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     if ns.checkpoint == "compare":
         return cmd_explain_compare(ns)
     from cxrlab.experiments.evaluation.explain_checkpoint import explain_checkpoint
+    from cxrlab.experiments.tracking.liveness import process_started
 
     if ns.refs:
         raise ValueError(f"unexpected arguments {ns.refs}; cxrlab explain takes one CHECKPOINT")
     result = explain_checkpoint(
-        ns.checkpoint, overrides_from(ns), ns.split, ns.out, ns.max_per_class or None, ns.tracking_uri
+        ns.checkpoint, overrides_from(ns), ns.split, ns.out, ns.max_per_class or None, ns.tracking_uri, process_started()
     )
     print(f"explained {result['n_images']} images of the {ns.split} split -> {result['out']}")
     if result["verdict"]:
@@ -24,6 +25,7 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     for key, value in result["metrics"].items():
         print(f"  {key:<32} {value:.4f}")
     print(f"  MLflow run: {result['run_id']}")
+    print(f"  run:        {result['link']}")
     return 0
 
 

@@ -93,9 +93,11 @@ def evaluate(
     device: str = "auto",
     n_boot: int = 1000,
     progress: bool = True,
+    started: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split; write every output to `out`, log one MLflow run."""
-    started = time.time()
+    """Evaluate a checkpoint on one split; write every output to `out`, log one MLflow run (dated
+    from `started`, epoch seconds, else from this call)."""
+    started = started or time.time()
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     cutoffs = parse_cutoffs(cutoffs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from pathlib import Path
 from typing import Any
 
 from cxrlab.experiments.tracking.store import all_runs
@@ -18,6 +20,17 @@ ERROR_TAG = "cxrlab.error"
 def process_tags() -> dict[str, str]:
     """The tags that tell which process is writing a run."""
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def process_started() -> float:
+    """When this process started (epoch seconds): a command's run spans the command, imports
+    included, as the person who typed it waited for them (Linux /proc; elsewhere: now)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(ln for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+        return float(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return time.time()
 
 
 def _alive(pid: int) -> bool:
