@@ -75,12 +75,12 @@ def test_heatmap_grid_layout() -> None:
     images = torch.rand(3, 1, 16, 16)
     heat = torch.rand(3, 4, 4)
     masks = torch.rand(3, 16, 16) > 0.5
-    fig = heatmap_grid(images, heat, titles=["a", "b", "c"], alphas=(0.2, 0.5), masks=masks)
+    fig = heatmap_grid(images, heat, titles=["a", "b", "c"], alphas=(0.2, 0.5), masks=masks, flagged=[False, True, False])
     assert isinstance(fig, Figure)
-    axes = fig.get_axes()
-    assert len(axes) == 3 * 3
-    assert [ax.get_title() for ax in axes[:3]] == ["image", "alpha=0.2", "alpha=0.5"]
-    assert [axes[i].get_ylabel() for i in (0, 3, 6)] == ["a", "b", "c"]
+    *axes, bar = fig.get_axes()
+    assert len(axes) == 3 * 3 and bar.get_ylabel() == "heatmap, relative to its own maximum"
+    assert [ax.get_xlabel() for ax in axes[6:]] == ["image", "heatmap at 20% opacity", "heatmap at 50% opacity"]
+    assert [axes[i].get_title(loc="left") for i in (0, 3, 6)] == ["a", "FLAGGED  b", "c"]
     shown = axes[4].get_images()[0].get_array()
     expected = overlay(images[1], heat[1], alpha=0.2, mask=masks[1])
     assert np.array_equal(np.asarray(shown), expected)

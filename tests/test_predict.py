@@ -98,8 +98,11 @@ def test_heatmap_overlay_is_limited_to_the_lung_mask(
     out = _predict_json(
         capsys, str(ckpt), str(image), "--heatmap", "maps", "--lung_mask", str(lung)
     )
-    path = Path(out["predictions"][0]["heatmap"])
-    assert path == Path("maps/pneumonia_002_gradcam.png") and path.read_bytes()[:8] == PNG_MAGIC
+    panel = Path(out["predictions"][0]["heatmap"])  # the original beside the overlay, captioned
+    assert panel == Path("maps/pneumonia_002_gradcam.png") and panel.read_bytes()[:8] == PNG_MAGIC
+    assert Image.open(panel).size[0] > 2 * Image.open(image).size[0]
+    path = Path(out["predictions"][0]["overlay"])  # the bare overlay, at the image's size
+    assert path == Path("maps/pneumonia_002_overlay.png")
     rgb = np.asarray(Image.open(path)).astype(int)
     gray = np.asarray(Image.open(image)).astype(int)
     assert rgb.shape == (32, 32, 3)
@@ -110,7 +113,7 @@ def test_heatmap_overlay_is_limited_to_the_lung_mask(
     coloured = (rgb[inside].max(axis=1) - rgb[inside].min(axis=1)) > 3
     assert coloured.mean() > 0.9
     unmasked = _predict_json(capsys, str(ckpt), str(image), "--heatmap", "maps_all")
-    whole = np.asarray(Image.open(unmasked["predictions"][0]["heatmap"])).astype(int)
+    whole = np.asarray(Image.open(unmasked["predictions"][0]["overlay"])).astype(int)
     assert (whole[inside] == rgb[inside]).all() and (whole[~inside] != rgb[~inside]).any()
 
 

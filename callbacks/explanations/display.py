@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -72,8 +73,12 @@ def heatmap_grid(
     titles: Sequence[str] | None = None,
     alphas: Sequence[float] = (0.4,),
     masks: ArrayLike | Sequence[ArrayLike] | None = None,
+    flagged: Sequence[bool] | None = None,
+    cmap: str = "jet",
 ) -> Figure:
-    """Figure with one row per image: the original, then one overlay per alpha."""
+    """One row per image: the original, then an overlay per alpha; each row's title (true and
+    predicted class, probability, ...) above its image, a red frame and FLAGGED on rows `flagged`
+    marks, and a colour bar that says what the colours mean."""
     n = len(images)
     if len(heatmaps) != n:
         raise ValueError(f"heatmaps: need one per image ({n}), got {len(heatmaps)}")
@@ -81,24 +86,36 @@ def heatmap_grid(
         raise ValueError(f"titles: need one per image ({n}), got {len(titles)}")
     if masks is not None and len(masks) != n:
         raise ValueError(f"masks: need one per image ({n}), got {len(masks)}")
+    if flagged is not None and len(flagged) != n:
+        raise ValueError(f"flagged: need one per image ({n}), got {len(flagged)}")
     if not alphas:
         raise ValueError("alphas: need at least one blend weight")
     cols = 1 + len(alphas)
     # A bare Figure (no pyplot) is not registered globally, so callbacks never leak figures.
-    fig = Figure(figsize=(2.2 * cols, 2.2 * n), layout="constrained")
+    fig = Figure(figsize=(2.4 * cols + 0.6, 2.6 * n + 0.4), layout="constrained")
     axes = fig.subplots(n, cols, squeeze=False)
     for row in range(n):
         mask = None if masks is None else masks[row]
+        mark = flagged is not None and flagged[row]
         axes[row, 0].imshow(_to_uint8(_as_rgb(images[row])))
-        axes[row, 0].set_ylabel("" if titles is None else titles[row])
+        title = "" if titles is None else titles[row]
+        axes[row, 0].set_title(("FLAGGED  " if mark else "") + title, loc="left", fontsize=8,
+                               color="#b71c1c" if mark else "black", fontweight="bold" if mark else "normal")
         for col, alpha in enumerate(alphas, start=1):
-            axes[row, col].imshow(overlay(images[row], heatmaps[row], alpha=alpha, mask=mask))
-            if row == 0:
-                axes[row, col].set_title(f"alpha={alpha:g}")
+            axes[row, col].imshow(overlay(images[row], heatmaps[row], alpha=alpha, mask=mask, cmap=cmap))
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_title("image")
+            if mark:
+                for spine in ax.spines.values():
+                    spine.set_color("#b71c1c")
+                    spine.set_linewidth(3)
+    for col, alpha in enumerate(alphas, start=1):
+        axes[-1, col].set_xlabel(f"heatmap at {alpha:.0%} opacity", fontsize=8)
+    axes[-1, 0].set_xlabel("image", fontsize=8)
+    bar = fig.colorbar(ScalarMappable(cmap=cmap), ax=axes, shrink=min(1.0, 2.0 / n + 0.3), pad=0.02)
+    bar.set_label("heatmap, relative to its own maximum", fontsize=8)
+    bar.set_ticks([0, 0.5, 1], labels=["none", "half", "strongest"])
     return fig
 
 

@@ -61,7 +61,7 @@ def explanation_artifacts(
     preds = es.preds
     if len(rows):
         titles = [
-            f"true {es.classes[es.labels[i]]} / pred {es.classes[preds[i]]} ({es.probs[i, preds[i]]:.2f})" for i in rows
+            f"true {es.classes[es.labels[i]]}, predicted {es.classes[preds[i]]} (p {es.probs[i, preds[i]]:.2f})" for i in rows
         ]
         for method, maps in es.maps.items():
             out[f"heatmaps_{method}.png"] = heatmap_grid(
@@ -95,23 +95,26 @@ def explanation_artifacts(
 
 
 def shortcut_gallery(es: ExplanationSet, n: int = 8) -> Any:
-    """Overlays of the `n` images whose heatmaps break the alarm's thresholds worst (None if none)."""
+    """Overlays of the `n` images nearest to breaking, or furthest past, the alarm's thresholds
+    (None if none was judged), the flagged ones marked, each captioned in words."""
     if es.verdict is None or not es.verdict.n_judged:
         return None
     severity = es.verdict.severity.nan_to_num(nan=-1.0)
-    order = severity.argsort(descending=True)[: min(n, es.verdict.n_judged)]
+    order = severity.argsort(descending=True)[: min(n, es.verdict.n_judged)].tolist()
     preds = es.preds
     titles = [
-        f"{es.classes[es.labels[i]]}->{es.classes[preds[i]]}\n{es.verdict.reason[i].removesuffix('_focus')} "
-        f"{es.focus[es.verdict.reason[i]][i]:.2f} ({_times(float(severity[i]))})"
-        for i in order.tolist()
+        f"true {es.classes[es.labels[i]]}, predicted {es.classes[preds[i]]}\n{focus_words(es.verdict.reason[i], float(es.focus[es.verdict.reason[i]][i]))}"
+        for i in order
     ]
-    return heatmap_grid(es.images[order, 0], of_class(es.maps[es.primary][order], preds[order]), titles=titles, alphas=(0.5,))
+    return heatmap_grid(
+        es.images[order, 0], of_class(es.maps[es.primary][order], preds[order]), titles=titles, alphas=(0.5,),
+        flagged=[bool(severity[i] > 1) for i in order],
+    )
 
 
-def _times(severity: float) -> str:
-    """How far a bound is broken, for a title: a zero lung focus breaks it infinitely far."""
-    return f"x{severity:.1f}" if severity < 100 else "x>100"
+def focus_words(name: str, value: float) -> str:
+    """`lung focus 0.27: 27 % of a uniform map's share` (1.0 = the region's share of the area)."""
+    return f"{name.replace('_', ' ')} {value:.2f}: {value:.0%} of a uniform map's share"
 
 
 def focus_table(es: ExplanationSet) -> pd.DataFrame:

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cxrlab.callbacks.explanations.display import overlay
+from cxrlab.callbacks.explanations.display import heatmap_grid, overlay
 from cxrlab.callbacks.explanations.explanation import target_layer
 from cxrlab.callbacks.explanations.gradcam import grad_cam
 from cxrlab.datamodules.images import Decoding, read_image, read_mask
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
 from cxrlab.experiments.evaluation.inference import pick_device
+from cxrlab.experiments.evaluation.report import figure_png
 from cxrlab.lightning_modules.checkpoint import load_classifier
 from cxrlab.lightning_modules.classifier import CXRClassifier
 
@@ -66,24 +67,12 @@ def shown_image(
     return image, _fit(crop_margin(read_mask(mask_path), margin), image.shape, "nearest") > 0.5
 
 
-def heatmap_overlays(
-    model: CXRClassifier,
-    batch: torch.Tensor,
-    predicted: torch.Tensor,
-    images: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray | None],
-    alpha: float = 0.4,
-) -> list[np.ndarray]:
-    """Grad-CAM of each image's predicted class over the image (inside its mask), uint8 RGB."""
+def predicted_maps(model: CXRClassifier, batch: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of each image's predicted class at the layer the training run explained: [N, h, w]."""
     wanted = sorted(set(predicted.tolist()))
-    # The layer the training run explained.
     maps = grad_cam(model, target_layer(model, model.config.explain), batch, classes=wanted)
     channel = torch.tensor([wanted.index(c) for c in predicted.tolist()])
-    chosen = maps[torch.arange(len(batch)), channel].detach().cpu()
-    return [
-        overlay(image, heat, alpha=alpha, mask=mask)
-        for image, heat, mask in zip(images, chosen, masks, strict=True)
-    ]
+    return maps[torch.arange(len(batch)), channel].detach().cpu()
 
 
 def _heatmap_path(folder: Path, image: str, used: set[Path]) -> Path:
@@ -129,17 +118,26 @@ def predict(
             probs = model(batch).float().softmax(dim=1).cpu()
         top, predicted = probs.max(dim=1)
         files: list[str | None] = [None] * len(paths)
+        bare: list[str | None] = [None] * len(paths)
         if folder is not None:
             pairs = [
                 shown_image(r, m, margin)
                 for r, m in zip(raw, masks[start : start + BATCH], strict=True)
             ]
             shown, shown_masks = zip(*pairs, strict=True)
-            overlays = heatmap_overlays(model, batch, predicted, shown, shown_masks, alpha)
-            for i, (path, rgb) in enumerate(zip(paths, overlays, strict=True)):
+            maps = predicted_maps(model, batch, predicted)
+            for i, path in enumerate(paths):
                 target = _heatmap_path(folder, path, used)
-                Image.fromarray(rgb).save(target)
+                # The original beside the overlay, captioned, with a colour bar; and the bare
+                # overlay at the image's own size, for tools that read pixels.
+                title = f"{Path(path).name}: predicted {model.classes[int(predicted[i])]} (p {float(top[i]):.2f})"
+                panel = heatmap_grid([shown[i]], [maps[i]], titles=[title], alphas=(alpha,),
+                                     masks=None if shown_masks[i] is None else [shown_masks[i]])
+                target.write_bytes(figure_png(panel))
                 files[i] = str(target)
+                overlay_path = target.with_name(target.name.replace("_gradcam.png", "_overlay.png"))
+                Image.fromarray(overlay(shown[i], maps[i], alpha=alpha, mask=shown_masks[i])).save(overlay_path)
+                bare[i] = str(overlay_path)
         for i, path in enumerate(paths):
             results.append(
                 {
@@ -149,6 +147,7 @@ def predict(
                     "passes_cutoff": bool(top[i] >= cutoff),
                     "probabilities": {c: float(probs[i, k]) for k, c in enumerate(model.classes)},
                     "heatmap": files[i],
+                    "overlay": bare[i],
                 }
             )
     return results
