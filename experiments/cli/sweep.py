@@ -50,7 +50,8 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         study_name=ns.study_name, storage=ns.storage, workers=ns.workers, gpus=ns.gpus,
     )
     if outcome.parent_run_id:
-        print(f"  MLflow parent run: {outcome.parent_run_id}  (browse: cxrlab ui)")
+        print(f"  MLflow parent run: {outcome.parent_run_id}")
+        print(f"  runs:              {outcome.link}")
     if outcome.interrupted:
         print("cxrlab sweep: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

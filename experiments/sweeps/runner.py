@@ -55,6 +55,7 @@ from cxrlab.experiments.sweeps.search_space import (
 from cxrlab.experiments.sweeps.status import LAUNCH_ATTR, format_status
 from cxrlab.experiments.sweeps.storage import default_storage, open_storage
 from cxrlab.experiments.tracking import store
+from cxrlab.experiments.tracking.ui import ui_link
 from cxrlab.experiments.tracking.writer import RunWriter
 from cxrlab.experiments.training.checks import check_config
 
@@ -96,6 +97,7 @@ class SweepOutcome:
     worker_exit_codes: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dead_workers: list[str] = field(default_factory=list)
+    link: str | None = None  # the parent run in the MLflow UI's training view
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedSweep:
@@ -474,6 +476,7 @@ def run_sweep(
     client = MlflowClient(uri)
     experiment_id = store.ensure_experiment(client, loaded.base.tracking.experiment, uri)
     parent = _open_parent(client, study, created, experiment_id, uri, config, loaded, name, storage, overrides, outcome)
+    outcome.link = ui_link(uri, experiment_id, parent)
     before = len(study.trials)
     launch = {
         "started": time.time(), "target": None if limit is None else before + limit,
