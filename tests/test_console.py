@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cxrlab.datamodules.phantom import generate_phantom
+from cxrlab.experiments.tracking.ui import wait_until_up
 
 CXRLAB = str(Path(sys.executable).parent / "cxrlab")
 TINY = ["--config", "ci_tiny", "--data.num_workers", "0"]
@@ -139,12 +139,7 @@ def test_the_printed_link_opens_the_runs_table_in_a_browser(trained: dict[str, A
     ui = subprocess.Popen([CXRLAB, "ui", "--port", str(port)], cwd=trained["work"], env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        assert wait_until_up(f"http://127.0.0.1:{port}")
         page = _dom(link.replace(":5000/", f":{port}/"), tmp_path / "profile")
     finally:
         os.killpg(ui.pid, signal.SIGKILL)

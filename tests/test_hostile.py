@@ -57,17 +57,23 @@ def _bomb(path: Path, levels: int = 8) -> Path:
     return path
 
 
+def _train_in_a_fresh_process(config: Path, report: str) -> subprocess.CompletedProcess[str]:
+    """`cxrlab train --config CONFIG` in a new Python process, which then prints its exit code and
+    `report` (a Python expression evaluated there)."""
+    probe = (
+        "import re, sys\n"
+        "from cxrlab.experiments.cli.main import main\n"
+        f"code = main(['train', '--config', {str(config)!r}])\n"
+        f"print(code, {report})\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
+
+
 def test_a_yaml_alias_bomb_is_refused_small_and_fast(tmp_path: Path) -> None:
     bomb = _bomb(tmp_path / "bomb.yaml")
     # The peak resident size of this process's own memory (VmHWM): getrusage's ru_maxrss would
     # also count the pytest process it was forked from.
-    probe = (
-        "import re\n"
-        "from cxrlab.experiments.cli.main import main\n"
-        f"code = main(['train', '--config', {str(bomb)!r}])\n"
-        "print(code, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
+    done = _train_in_a_fresh_process(bomb, "re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)")
     code, peak_kb = done.stdout.split()
     assert code == "2"
     assert int(peak_kb) < 200 * 1024
@@ -90,13 +96,7 @@ def test_error_messages_cut_the_values_they_echo(tmp_path: Path, in_tmp_cwd: Pat
 def test_a_config_typo_fails_before_the_heavy_imports(tmp_path: Path) -> None:
     config = tmp_path / "typo.yaml"
     config.write_text("model:\n  backbon: resnet18\n  head: gap-mlp\n")
-    probe = (
-        "import sys\n"
-        "from cxrlab.experiments.cli.main import main\n"
-        f"code = main(['train', '--config', {str(config)!r}])\n"
-        "print(code, *[m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
+    done = _train_in_a_fresh_process(config, "*[m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules]")
     assert done.stdout.split() == ["2"]  # exit 2, and none of torch, lightning, mlflow loaded
     assert "unknown key 'model.backbon' (did you mean 'backbone'?)" in done.stderr
 

@@ -53,14 +53,21 @@ def ui_command(host: str, port: int, store: str | None) -> list[str]:
     return cmd
 
 
-def _announce(base: str, link: str, open_browser: bool) -> None:
-    """Print the link once the UI answers (and open it in a browser when asked)."""
-    for _ in range(120):
+def wait_until_up(base: str, seconds: float = 60) -> bool:
+    """Whether the UI at `base` answers its health check within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2):
-                break
+                return True
         except OSError:
             time.sleep(0.5)
+    return False
+
+
+def _announce(base: str, link: str, open_browser: bool) -> None:
+    """Print the link once the UI answers (and open it in a browser when asked)."""
+    wait_until_up(base)
     print(f"MLflow UI: {link}", flush=True)
     if open_browser:
         webbrowser.open(link)
