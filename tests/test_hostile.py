@@ -377,3 +377,23 @@ def test_a_run_whose_process_died_is_closed_by_the_next_training(in_tmp_cwd: Pat
     assert main(["train", *TINY, "--data.root", str(folder_tree)]) == 0
     closed = client.get_run(dead.info.run_id)
     assert closed.info.status == "KILLED" and f"pid {proc.pid}" in closed.data.tags["cxrlab.error"]
+
+
+def test_a_store_being_created_when_its_process_dies_is_not_left_half_built(tmp_path: Path) -> None:
+    """SIGKILL while MLflow creates a new store's tables: the store is built under a temp name and
+    renamed into place, so the next command finds no store (and builds one), never half of one."""
+    store = tmp_path / "store"
+    probe = f"from cxrlab.experiments.tracking.store import resolve_uri; resolve_uri('sqlite:///{store}/mlflow.db')"
+    proc = subprocess.Popen([sys.executable, "-c", probe], env=_env())
+    deadline = time.monotonic() + 60
+    while not list(store.glob(".mlflow.db.*.building")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # mid-build, or just after: either way no half-built mlflow.db may remain
+    proc.wait()
+    assert not (store / "mlflow.db").exists() or _opens(store)
+    resolve_uri(f"sqlite:///{store}/mlflow.db")
+    assert _opens(store) and not list(store.glob(".mlflow.db.*.building"))
+
+
+def _opens(store: Path) -> bool:
+    return MlflowClient(f"sqlite:///{store}/mlflow.db").search_experiments() is not None

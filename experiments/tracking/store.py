@@ -37,6 +37,14 @@ def ready_sqlite_store(db: str) -> None:
     except OSError as err:  # a read-only folder or file system: not even the lock can be made
         raise read_only(db, err) from None
     try:
+        if not Path(db).exists():
+            # Built under another name and renamed into place: a process killed while MLflow
+            # creates the tables leaves a stray temp file, never a half-built store.
+            for stale in Path(db).parent.glob(f".{Path(db).name}.*.building"):  # killed builders' (we hold the lock)
+                stale.unlink()
+            building = Path(db).with_name(f".{Path(db).name}.{os.getpid()}.building")
+            MlflowClient(f"sqlite:///{building}").search_experiments(max_results=1)
+            os.replace(building, db)
         MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     except Exception as err:  # alembic, sqlalchemy and MLflow errors of a broken schema
         if "readonly" in str(err).lower() or "read-only" in str(err).lower():
