@@ -73,7 +73,7 @@ class ExplainCallback(L.Callback):
             sink.log_objects(done.artifacts(), f"explain/epoch_{trainer.current_epoch:03d}")
         if done.alarm_tags:
             if done.explanation.verdict.alarm:
-                console.verdict(f"epoch {trainer.current_epoch + 1}: {done.explanation.verdict.sentence()}", alarm=True)
+                console.verdict(f"epoch {trainer.current_epoch}: {done.explanation.verdict.sentence()}", alarm=True)
             if sink is not None:
                 sink.set_tags(done.alarm_tags)
         return metrics

@@ -14,7 +14,7 @@ SHOWN = (("explain/lung_focus", "lung"), ("explain/border_focus", "border"), ("e
 
 
 class EpochLines(L.Callback):
-    """Print `epoch 3/8  loss 0.41  val/macro_f1 0.84 (best 0.86)  lung 1.70  border 0.50  alarm no`."""
+    """Print `epoch 3/7  loss 0.41  val/macro_f1 0.84 (best 0.86)  lung 1.70  border 0.50  alarm no`."""
 
     def __init__(self, monitor: str, mode: str) -> None:
         self.monitor, self.mode = monitor, mode
@@ -28,7 +28,8 @@ class EpochLines(L.Callback):
         value = m.get(self.monitor, math.nan)
         if not math.isnan(value) and (math.isnan(self.best) or (value > self.best) == (self.mode == "max")):
             self.best = value
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        # 0-based, as Lightning's progress bar and the checkpoint names (best-epoch005) count.
+        parts = [f"epoch {trainer.current_epoch}/{(trainer.max_epochs or 1) - 1}"]
         if "train/loss_epoch" in m:
             parts.append(f"loss {m['train/loss_epoch']:.3f}")
         parts.append(f"{self.monitor} {value:.3f} (best {self.best:.3f})")

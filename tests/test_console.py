@@ -72,7 +72,7 @@ def test_the_shortcut_alarm_is_a_line_of_its_own(tmp_path: Path) -> None:
     strict = ["--explain.alarm.max_corner_focus", "0.01", "--explain.alarm.max_border_focus", "0.01", "--explain.alarm.max_share", "0"]
     done = _cxrlab("train", *TINY, "--data.root", str(data), "--data.image_size", "64", *strict, cwd=tmp_path)
     alarms = [ln for ln in done.stdout.splitlines() if "SHORTCUT ALARM" in ln]
-    assert alarms and all(re.fullmatch(r"(\x1b\[[0-9;]*m)?epoch 1: SHORTCUT ALARM: .*", ln) for ln in alarms), done.stdout
+    assert alarms and all(re.fullmatch(r"(\x1b\[[0-9;]*m)?epoch 0: SHORTCUT ALARM: .*", ln) for ln in alarms), done.stdout
     assert not PYTHON_WARNING.search(done.stdout + done.stderr)
 
 
