@@ -21,7 +21,9 @@ from cxrlab.config.choices import (
 from cxrlab.config.errors import ConfigError, did_you_mean, first_line, shown
 from cxrlab.config.fields import bounds, choices, iter_fields, range_text, registry_of, type_name
 from cxrlab.config.load import (
+    MAX_TABLE_BYTES,
     check_registered,
+    check_size,
     coerce,
     flatten,
     from_dict,
@@ -45,7 +47,7 @@ from cxrlab.config.schema import (
 )
 
 __all__ = [
-    "HEADS", "METHODS", "OPTIMIZERS", "SCHEDULERS", "SOURCES", "AOPCConfig", "AlarmConfig", "AugmentConfig",
+    "MAX_TABLE_BYTES", "check_size", "HEADS", "METHODS", "OPTIMIZERS", "SCHEDULERS", "SOURCES", "AOPCConfig", "AlarmConfig", "AugmentConfig",
     "Balance", "Config", "ConfigError", "DataConfig", "DicomWindow", "ExplainConfig", "FinetuneFixed", "Mode",
     "ModelConfig", "OtherLabels", "Perturb", "Registry", "StartMethod", "TrackingConfig", "TrainerConfig",
     "bounds", "check_registered", "choices", "coerce", "did_you_mean", "finetune_options", "first_line",

@@ -76,12 +76,21 @@ def safe_yaml(text: str, where: str) -> Any:
         loader.dispose()
 
 
-def read_text_capped(path: Path, limit: int, what: str) -> str:
-    """The text of `path`, refused in one line when it is larger than `limit` bytes."""
+MAX_TABLE_BYTES = 1 << 30  # a metadata table or index; the largest public CXR tables are ~0.1 GB
+
+
+def check_size(path: str | Path, limit: int, what: str) -> Path:
+    """`path`, refused in one line when the file is larger than `limit` bytes."""
+    path = Path(path)
     size = path.stat().st_size
     if size > limit:
         raise ConfigError(f"{path}: {size:,} bytes is too large for {what} (at most {limit:,}); is it the right file?")
-    return path.read_text()
+    return path
+
+
+def read_text_capped(path: Path, limit: int, what: str) -> str:
+    """The text of `path`, refused in one line when it is larger than `limit` bytes."""
+    return check_size(path, limit, what).read_text()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from filelock import FileLock
 
+from cxrlab.config import MAX_TABLE_BYTES
+from cxrlab.config.load import read_text_capped
 from cxrlab.datamodules.images import Decoding, read_image
 from cxrlab.datamodules.transforms import eval_transform
 
@@ -162,7 +164,7 @@ class DecodeCache:
 
 
 def _read_index(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(read_text_capped(path, MAX_TABLE_BYTES, "a decode-cache index")) if path.exists() else {}
 
 
 def _slot(entry: Any) -> int | None:

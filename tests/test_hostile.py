@@ -22,8 +22,9 @@ from conftest import write_tree
 from mlflow import MlflowClient
 
 from cxrlab.callbacks.explanations.aopc import aopc
+from cxrlab.config import ConfigError
 from cxrlab.config.secrets import has_password, redact
-from cxrlab.datamodules.sources.csv_folder import folder_source
+from cxrlab.datamodules.sources.csv_folder import csv_source, folder_source
 from cxrlab.experiments.cli.main import main
 from cxrlab.experiments.evaluation.compare import compare_runs
 from cxrlab.experiments.sweeps.runner import TrialBudget
@@ -397,3 +398,11 @@ def test_a_store_being_created_when_its_process_dies_is_not_left_half_built(tmp_
 
 def _opens(store: Path) -> bool:
     return MlflowClient(f"sqlite:///{store}/mlflow.db").search_experiments() is not None
+
+
+def test_a_metadata_table_larger_than_its_cap_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "data.csv"
+    table.write_text("path,label\n" + "a.png,normal\n" * 2000)
+    monkeypatch.setattr("cxrlab.datamodules.sources.csv_folder.MAX_TABLE_BYTES", 1000)  # a smaller cap, not a bigger file
+    with pytest.raises(ConfigError, match=r"data.csv: 26,011 bytes is too large for a metadata table \(at most 1,000\)"):
+        csv_source(table)

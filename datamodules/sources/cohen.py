@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
 from cxrlab.datamodules.sources.table import make_table
@@ -72,7 +73,7 @@ def load_cohen(root: Path, options: SourceOptions) -> pd.DataFrame:
     meta = root / "metadata.csv"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found; point data.root at covid-chestxray-dataset/")
-    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    table = pd.read_csv(check_size(meta, MAX_TABLE_BYTES, "a metadata table"), dtype=str, keep_default_na=False)
     table = table.loc[:, [not c.lower().startswith("unnamed") for c in table.columns]]
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in ("patientid", "finding", "filename") if c not in table.columns]

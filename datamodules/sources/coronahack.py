@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.kermany import kermany_patient
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
@@ -51,7 +52,7 @@ def load_coronahack(root: Path, options: SourceOptions) -> pd.DataFrame:
     meta = root / METADATA
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found; point data.root at the unzipped CoronaHack folder")
-    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    table = pd.read_csv(check_size(meta, MAX_TABLE_BYTES, "a metadata table"), dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{meta}: missing column(s) {', '.join(missing)}; is this the CoronaHack metadata?")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
 from cxrlab.datamodules.sources.table import make_table
@@ -67,7 +68,8 @@ def load_covidx(root: Path, options: SourceOptions) -> pd.DataFrame:
     rows = []
     for split, index in files.items():
         folder = root / split if (root / split).is_dir() else root / "train"
-        for n, line in enumerate(index.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        text = check_size(index, MAX_TABLE_BYTES, "a split list").read_text(encoding="utf-8", errors="replace")
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

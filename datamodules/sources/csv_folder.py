@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.images import IMAGE_SUFFIXES
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
@@ -32,6 +33,7 @@ def csv_source(csv_path: str | Path, name: str | None = None) -> pd.DataFrame:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: CSV not found; set data.root to an existing CSV file")
+    check_size(csv_path, MAX_TABLE_BYTES, "a metadata table")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as e:

@@ -39,6 +39,8 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     if ns.out:
         written = write_inspection(ins, Path(ns.out))
         print(f"\nwrote {len(written)} files to {ns.out} (report.txt, images.csv, class_balance.png, ...)")
+    else:
+        print("\n(nothing written; add --out DIR for the tables as CSV, report.txt and class_balance.png)")
     return 0
 
 

@@ -21,6 +21,8 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print(format_text(results, ns.cutoff))
+        if not ns.heatmap:
+            print("(no heatmaps written; add --heatmap DIR for each image beside its Grad-CAM overlay)")
     return 0
 
 
