@@ -28,6 +28,8 @@ NOISE = (
     r"The specified dataset source can be interpreted in multiple ways",
     r".*does not have many workers which may be a bottleneck",  # num_workers is the config's choice
     r"Checkpoint directory .* exists and is not empty",  # a resumed run writes where it wrote before
+    r"Some regimes for parameter .* have less than 2 trials",  # Optuna's importances of a small study
+    r"Attempting to set identical low and high ylims",  # a study plot of one trial
 )
 ENV = "CXRLAB_VERBOSITY"
 LIBRARY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "optuna")

@@ -236,6 +236,10 @@ def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
     """Optimise the plan's study until the budget, the timeout or the grid runs out; 130 on Ctrl-C."""
     from cxrlab.experiments.sweeps.objective import TrialContext, run_trial
 
+    if console.level() < console.VERBOSE:
+        # A trial's training prints nothing of its own (its header and epochs would interleave
+        # with the other workers'); each finished trial is one line. --verbose shows it all.
+        console.configure(console.QUIET)
     loaded = load_sweep(plan.config, plan.overrides)
     spec = loaded.spec
     client = MlflowClient(plan.tracking_uri)
@@ -455,6 +459,7 @@ def run_sweep(
     gpus: str = "auto",
 ) -> SweepOutcome:
     """Create or resume the study, run the workers, log the study report on the parent run."""
+    console.hush_libraries()  # Optuna and MLflow set their log levels when they load
     overrides = dict(overrides or {})
     loaded = load_sweep(config, overrides)
     spec = loaded.spec

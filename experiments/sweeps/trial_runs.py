@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from cxrlab.callbacks import console
 from cxrlab.experiments.tracking.store import all_runs
 from cxrlab.experiments.tracking.writer import RunWriter
 
@@ -104,10 +105,21 @@ def trial_run_closer(client: MlflowClient, objectives: tuple[str, ...]) -> Calla
 
     def close(study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ATTR)
+        values = trial_values(trial, objectives)
         if run_id:
-            finish_trial_run(client, run_id, trial.state.name, trial_values(trial, objectives), trial.user_attrs.get(ERROR_ATTR))
+            finish_trial_run(client, run_id, trial.state.name, values, trial.user_attrs.get(ERROR_ATTR))
+        console.say(trial_line(trial, values), at=console.QUIET)
 
     return close
+
+
+def trial_line(trial: FrozenTrial, values: dict[str, float]) -> str:
+    """`trial 3 COMPLETE in 42 s: val/macro_f1 0.851  model.lr=3e-4 ...`: what a sweep prints per trial."""
+    took = f" in {trial.duration.total_seconds():.0f} s" if trial.duration else ""
+    scores = "  ".join(f"{k} {v:.3f}" for k, v in values.items())
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    error = trial.user_attrs.get(ERROR_ATTR)
+    return f"trial {trial.number} {trial.state.name}{took}: {scores or error or ''}  {params}".rstrip()
 
 
 def stale_run_closer(client: MlflowClient) -> Callable[[optuna.Study, FrozenTrial], None]:
