@@ -84,7 +84,8 @@ def test_installs_beside_pypi_callbacks_and_experiments(wheel: Path, tmp_path: P
     # Their dependencies (torch, pydantic, ...) come from the project's venv, read-only: a plain
     # path entry, so none of its .pth hooks (the editable cxrlab among them) runs.
     site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
-    (site / "zz_project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]  # also those a .pth adds
+    (site / "zz_project_venv.pth").write_text("\n".join(ours) + "\n")
     shown = _run(python, "-c", (
         "import callbacks, experiments, cxrlab, cxrlab.callbacks, cxrlab.experiments.cli.main\n"
         "print(callbacks.__file__); print(experiments.__file__); print(cxrlab.__file__)\n"

@@ -1,7 +1,5 @@
 """`python -m cxrlab.experiments.cli`: the same as the `cxrlab` console script."""
 
-import sys
+from cxrlab.experiments.cli.main import run
 
-from cxrlab.experiments.cli.main import main
-
-sys.exit(main())
+run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -128,5 +129,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The `cxrlab` console script: main(), then exit without the interpreter's teardown.
+
+    Every result is written, committed and flushed by the time main() returns; what is left is
+    the teardown of torch's and CUDA's C++ libraries, which takes seconds on a small machine
+    after every command. Loader workers die with this process (their parent-death signal).
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

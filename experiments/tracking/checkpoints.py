@@ -39,7 +39,10 @@ def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | Non
     run_id, _, artifact = ref.removeprefix(RUNS_SCHEME).strip("/").partition("/")
     from mlflow import MlflowClient
 
-    run_id = resolve_run_id(MlflowClient(uri), run_id)  # a unique prefix works, as for git commits
+    try:
+        run_id = resolve_run_id(MlflowClient(uri), run_id)  # a unique prefix works, as for git commits
+    except ValueError as err:
+        raise FileNotFoundError(f"{ref}: no such checkpoint on {uri} ({err})") from None
     dst = checkpoint_root(uri, checkpoint_dir) / "downloads" / run_id
     dst.mkdir(parents=True, exist_ok=True)
     try:
