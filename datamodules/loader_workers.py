@@ -18,11 +18,14 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def die_with(parent: int) -> None:
-    """Have the kernel kill this process when `parent` dies (Linux; elsewhere nothing)."""
+    """Have the kernel kill this process when the process that started it dies (Linux; elsewhere
+    nothing). That is `parent` itself, or with forkserver the fork server, which ends with it."""
     if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before prctl took effect
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:  # it died before prctl took effect
         os._exit(1)
 
 
