@@ -27,7 +27,10 @@ from cxrlab.config.secrets import has_password, redact
 from cxrlab.datamodules.sources.csv_folder import csv_source, folder_source
 from cxrlab.experiments.cli.main import main
 from cxrlab.experiments.evaluation.compare import compare_runs
+from cxrlab.experiments.sweeps import trial_runs
+from cxrlab.experiments.sweeps.recovery import recover_dead_workers
 from cxrlab.experiments.sweeps.runner import TrialBudget
+from cxrlab.experiments.sweeps.storage import open_storage
 from cxrlab.experiments.tracking.store import all_runs, ensure_experiment, resolve_uri
 from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
@@ -406,3 +409,19 @@ def test_a_metadata_table_larger_than_its_cap_is_one_line(tmp_path: Path, monkey
     monkeypatch.setattr("cxrlab.datamodules.sources.csv_folder.MAX_TABLE_BYTES", 1000)  # a smaller cap, not a bigger file
     with pytest.raises(ConfigError, match=r"data.csv: 26,011 bytes is too large for a metadata table \(at most 1,000\)"):
         csv_source(table)
+
+
+def test_a_launch_requeues_the_trials_of_workers_that_died_with_their_launcher(in_tmp_cwd: Path) -> None:
+    """A SIGKILLed launcher takes its workers with it (their parent-death signal); the next launch
+    fails and re-queues their RUNNING trials at once instead of after the heartbeat grace."""
+    storage = open_storage(str(in_tmp_cwd / "s.journal"), 10, 30, 3)
+    study = optuna.create_study(study_name="s", storage=storage)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr(trial_runs.WORKER_ATTR, trial_runs.worker_label(gone.pid))
+    alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    alive.set_user_attr(trial_runs.WORKER_ATTR, trial_runs.worker_label(os.getpid()))
+    assert recover_dead_workers(study, MlflowClient(resolve_uri())) == [trial.number]
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[trial.number] == "FAIL" and states[alive.number] == "RUNNING" and "WAITING" in states.values()

@@ -7,6 +7,7 @@ it, so the launcher finds the trials a dead worker left RUNNING without waiting 
 from __future__ import annotations
 
 import signal
+import socket
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -14,6 +15,7 @@ from optuna.trial import TrialState
 
 from cxrlab.experiments.sweeps import trial_runs
 from cxrlab.experiments.sweeps.storage import fail_and_requeue
+from cxrlab.experiments.tracking.liveness import process_alive
 
 
 def describe_exit(code: int) -> str:
@@ -46,4 +48,20 @@ def recover_trials(study: optuna.Study, client: MlflowClient, pid: int, why: str
             trial_runs.finish_trial_run(client, run_id, "FAIL", {}, f"{why}; {fate}", status="KILLED")
         if retried:
             requeued.append(trial.number)
+    return requeued
+
+
+def recover_dead_workers(study: optuna.Study, client: MlflowClient) -> list[int]:
+    """At a launch's start: the RUNNING trials whose worker on this host is gone (its launcher was
+    killed with it) are failed and re-queued at once, not after the heartbeat grace."""
+    host = socket.gethostname() + ":"
+    pids = {
+        int(label.removeprefix(host))
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if (label := trial.user_attrs.get(trial_runs.WORKER_ATTR, "")).startswith(host)
+    }
+    requeued = []
+    for pid in sorted(pids):
+        if not process_alive(pid):
+            requeued += recover_trials(study, client, pid, f"its worker (pid {pid}) is gone and sends no heartbeats")
     return requeued

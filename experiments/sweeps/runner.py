@@ -44,6 +44,7 @@ from cxrlab.config import (
     to_dict,
 )
 from cxrlab.config.secrets import redact
+from cxrlab.datamodules.loader_workers import die_with
 from cxrlab.experiments.sweeps import recovery, trial_runs
 from cxrlab.experiments.sweeps.search_schema import SearchConfig
 from cxrlab.experiments.sweeps.search_space import (
@@ -270,6 +271,7 @@ def run_worker(plan: SweepPlan, worker: int, budget: TrialBudget) -> int:
 def _worker_process(plan: SweepPlan, worker: int, budget: TrialBudget, threads: int) -> None:
     """Entry point of a spawned worker (its own process group: the launcher forwards Ctrl-C once)."""
     os.setpgrp()
+    die_with(os.getppid())  # a worker outlives neither its launcher nor, through it, the user's Ctrl-C
     console.configure(console.inherited())
     import torch
 
@@ -468,13 +470,15 @@ def run_sweep(
     devices = worker_devices(workers, gpus)
     _check_bounds(loaded, storage, len(devices), n_trials, timeout)
     study, created = open_study(loaded, name, open_storage(storage, spec.heartbeat.interval, spec.heartbeat.grace, spec.heartbeat.max_retry))
+    uri = absolute_uri(store.resolve_uri(loaded.base.tracking.uri))
+    if requeued := recovery.recover_dead_workers(study, MlflowClient(uri)):
+        print(f"cxrlab sweep: trial(s) {', '.join(map(str, requeued))} of dead workers failed and re-queued")
     limit = trial_budget(study, spec, n_trials)
     outcome = SweepOutcome(name, storage, None, 0)
     if limit == 0:
         outcome.notes.append(f"study {name!r}: every grid point has run; nothing to do")
         print(outcome.notes[-1])
         return outcome
-    uri = absolute_uri(store.resolve_uri(loaded.base.tracking.uri))
     if uri != loaded.base.tracking.uri:
         # Every trial (and every worker, whatever its cwd) records into the launcher's store.
         overrides["tracking.uri"] = uri

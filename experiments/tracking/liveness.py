@@ -33,7 +33,8 @@ def process_started() -> float:
         return time.time()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host lives."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +51,7 @@ def close_dead_runs(client: Any, experiment_id: str, keep: str | None = None) ->
     closed = []
     for run in all_runs(client, [experiment_id], query):
         pid = run.data.tags.get(PID_TAG, "")
-        if run.info.run_id != keep and pid.isdigit() and not _alive(int(pid)):
+        if run.info.run_id != keep and pid.isdigit() and not process_alive(int(pid)):
             writer = RunWriter(client, run.info.run_id)
             writer.set_tags({ERROR_TAG: f"its process (pid {pid}) died without closing the run"})
             writer.finish("KILLED")
