@@ -297,6 +297,20 @@ class ExplainConfig(Section):
     alarm: AlarmConfig = Field(default_factory=AlarmConfig, description="shortcut alarm")
 
 
+class TrustConfig(Section):
+    """What the model learns about its own inputs at the end of fitting, so every prediction says
+    how far it can be trusted (out-of-distribution score, calibration, typical explanation)."""
+
+    enabled: bool = Field(True, description="fit the trust model on the validation split after training")
+    ood_pass: float = Field(
+        0.95, description="share of validation images the out-of-distribution threshold lets pass", gt=0.5, lt=1
+    )
+    typical_pass: float = Field(
+        0.95, description="share of correct validation images whose heatmap counts as typical", gt=0.5, lt=1
+    )
+    max_images: int = Field(2048, description="validation images the trust model is fitted on at most", ge=8)
+
+
 class Config(Section):
     """One experiment."""
 
@@ -306,3 +320,4 @@ class Config(Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="trainer")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking")
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="explanations")
+    trust: TrustConfig = Field(default_factory=TrustConfig, description="trust in each prediction")

@@ -198,23 +198,38 @@ class CXRDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_table()
-        size, margin, cache = self.image_size, self.data.crop_margin, self.cache
-        if cache is not None:
-            margin = 0.0  # the cache stores images already cropped and resized
-        evaluate = eval_transform(size, margin)
-
-        def dataset(split: str, transform: Any) -> CXRDataset:
-            return CXRDataset(self.split_table(split), self.classes, transform, self.decoding, cache)
-
-        train = dataset("train", train_transform(size, margin, self.data.augment))
+        train = self._dataset(self.split_table("train"), augmented=True)
         if self.data.balance in TRAIN_BALANCE:
             labels = self.split_table("train")["label"].reset_index(drop=True)
             train = Subset(train, oversample_index(labels, self.data.balance, self.seed).tolist())
         self.datasets = {
             "train": train,
-            "val": dataset("val", evaluate),
-            "test": dataset("test", evaluate),
+            "val": self._dataset(self.split_table("val")),
+            "test": self._dataset(self.split_table("test")),
         }
+
+    def _dataset(self, rows: pd.DataFrame, augmented: bool = False) -> CXRDataset:
+        """Rows as a dataset, with the training augmentation or the evaluation transform."""
+        # The cache stores images already cropped and resized: no second crop.
+        margin = 0.0 if self.cache is not None else self.data.crop_margin
+        transform = (
+            train_transform(self.image_size, margin, self.data.augment) if augmented
+            else eval_transform(self.image_size, margin)
+        )
+        return CXRDataset(rows, self.classes, transform, self.decoding, self.cache)
+
+    def plain_loader(self, split: str, limit: int) -> DataLoader:
+        """A split as evaluation sees it (no augmentation, no balancing), at most `limit` of its
+        images drawn with the run's seed, in this process alone (no distributed sampler)."""
+        rows = self.split_table(split)
+        if len(rows) > limit:
+            rows = rows.sample(n=limit, random_state=self.seed)
+        workers = self.data.num_workers
+        return DataLoader(
+            self._dataset(rows), batch_size=self.data.batch_size, num_workers=workers,
+            multiprocessing_context=None if workers == 0 or self.data.start_method == "auto" else self.data.start_method,
+            worker_init_fn=partial(start_worker, rank=0, parent=os.getpid()) if workers else None,
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds, data = self.datasets[split], self.data

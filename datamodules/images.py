@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 
-from cxrlab.config import DataConfig
+from cxrlab.config import DataConfig, first_line
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"} | DICOM_SUFFIXES
@@ -126,7 +127,7 @@ def _apply_voi(arr: np.ndarray, ds: Any) -> np.ndarray:
     return (out - lo) / (hi - lo) if hi > lo else np.zeros(arr.shape)
 
 
-def _read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
+def _read_dicom(path: Path, decoding: Decoding, source: BinaryIO | None = None) -> np.ndarray:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut
@@ -134,7 +135,7 @@ def _read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
         raise ValueError(f"{path}: DICOM needs pydicom: pip install 'cxrlab[dicom]'") from None
     # Elements over 64 KB (the pixel data) stay on disk until read, so the size check below
     # runs on the header alone.
-    ds = pydicom.dcmread(str(path), defer_size="64 KB")
+    ds = pydicom.dcmread(source if source is not None else str(path), defer_size="64 KB")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     decoding.check_size(path, (int(ds.Rows), int(ds.Columns)) + ((frames,) if frames > 1 else ()))
     arr = ds.pixel_array
@@ -153,11 +154,11 @@ def _read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
     return arr
 
 
-def _read_pil(path: Path, decoding: Decoding) -> np.ndarray:
+def _read_pil(path: Path, decoding: Decoding, source: BinaryIO | None = None) -> np.ndarray:
     # PIL checks its own limit inside open(); the same number keeps its refusal and ours in step.
     Image.MAX_IMAGE_PIXELS = decoding.max_pixels
     try:
-        img = Image.open(path)  # lazy: reads the header, decodes nothing yet
+        img = Image.open(source if source is not None else path)  # lazy: reads the header only
     except Image.DecompressionBombError as e:  # over twice the limit: PIL refuses in open()
         pixels = re.search(r"(\d+) pixels", str(e))
         raise decoding.too_large(path, f"{pixels[1]} pixels" if pixels else "its size") from None
@@ -176,20 +177,45 @@ def _read_pil(path: Path, decoding: Decoding) -> np.ndarray:
         return np.asarray(img, dtype=np.float32) / 255.0
 
 
+def is_dicom(head: bytes) -> bool:
+    """Whether a file's first bytes are a DICOM part-10 file (the 'DICM' marker after 128 bytes)."""
+    return head[128:132] == b"DICM"
+
+
 def read_image(path: str | Path, decoding: Decoding = DEFAULT_DECODING) -> np.ndarray:
     """A grayscale float32 [H, W] array in [0, 1]; raises ValueError naming a bad file."""
     path = Path(path)
     try:
         if path.suffix.lower() in DICOM_SUFFIXES:
-            arr = _read_dicom(path, decoding)
-        else:
-            arr = _read_pil(path, decoding)
+            return _checked(path, _read_dicom(path, decoding))
+        return _checked(path, _read_pil(path, decoding))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except Exception as e:  # PIL/pydicom raise many types for corrupt or truncated files
-        if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):
-            raise  # ours, already naming the file
-        raise ValueError(f"{path}: unreadable image ({type(e).__name__}: {e}); replace or remove it") from None
+        raise _unreadable(path, e) from None
+
+
+def read_image_bytes(data: bytes, name: str, decoding: Decoding = DEFAULT_DECODING) -> np.ndarray:
+    """The same array from an encoded file's bytes (PNG, JPEG, TIFF, DICOM: told by their
+    content, not a name); `name` is what errors call it."""
+    path = Path(name)
+    try:
+        if is_dicom(data[:132]):
+            return _checked(path, _read_dicom(path, decoding, io.BytesIO(data)))
+        return _checked(path, _read_pil(path, decoding, io.BytesIO(data)))
+    except Exception as e:  # noqa: BLE001  (as read_image: any decoder error is one line)
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> Exception:
+    """The one-line error of a file the decoders refused (ours pass through unchanged)."""
+    if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):
+        return e  # ours, already naming the file
+    return ValueError(f"{path}: unreadable image ({type(e).__name__}: {first_line(e)}); replace or remove it")
+
+
+def _checked(path: Path, arr: np.ndarray) -> np.ndarray:
+    """A decoded array as float32 in [0, 1], refused unless it is one 2-D image."""
     if arr.ndim != 2 or min(arr.shape) < 2:
         raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
     return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)

@@ -11,6 +11,8 @@ import torch
 from cxrlab.config import Config, first_line, from_dict
 from cxrlab.lightning_modules.classifier import CXRClassifier
 
+TRUST_KEY = "cxrlab_trust"  # the trust model fitted after training (absent in older checkpoints)
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a cxrlab checkpoint safely (tensors and plain containers only)."""
@@ -59,10 +61,11 @@ def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXR
         raise ValueError(f"{path}: weights do not fit the model in its config ({first_line(e)})") from None
     model.config = config
     model.run_info = dict(ckpt.get("cxrlab", {}))
+    model.trust_state = ckpt.get(TRUST_KEY)  # plain tensors; None before trust models existed
     return model.eval()
 
 
-SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", "epoch", "global_step", "pytorch-lightning_version")
+SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", TRUST_KEY, "epoch", "global_step", "pytorch-lightning_version")
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -62,6 +62,7 @@ class CXRClassifier(L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         self._channels_last = False
         self.run_info: dict[str, Any] = {}  # MLflow run id / URI, stored in checkpoints
+        self.trust_state: dict[str, Any] | None = None  # the trust model a checkpoint carries
         k = len(classes)
         self.disease_idx = disease_indices(self.classes)
         self.val_metrics = self._metrics(k)

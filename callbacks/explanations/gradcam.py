@@ -77,6 +77,29 @@ def activation_map(
     return torch.cat(maps).float().to(images.device)
 
 
+def own_class_cam(model: nn.Module, layer: nn.Module | str, images: Tensor, classes: Tensor) -> Tensor:
+    """Grad-CAM [B, h, w] of each image's own class (`classes` [B]) at any layer."""
+    wanted = sorted(set(classes.tolist()))
+    maps = grad_cam(model, layer, images, classes=wanted)
+    channel = torch.tensor([wanted.index(c) for c in classes.tolist()])
+    return maps[torch.arange(len(images)), channel]
+
+
+def tail_grad_cam(tail: nn.Module, acts: Tensor, classes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Logits [B, K] of `tail` (the network after a layer) on that layer's activations [B, C, h, w],
+    and Grad-CAM [B, h, w] of each image's own class (`classes` [B], default the predicted one)
+    there. The backward pass runs through the tail alone and touches no parameter's gradient."""
+    with torch.inference_mode(False), torch.enable_grad():
+        feats = acts.detach().clone().float().requires_grad_(True)
+        logits = tail(feats)
+        chosen = logits.detach().argmax(1) if classes is None else classes.to(logits.device)
+        # Images are independent, so one backward pass of the summed own-class logits gives all.
+        (grads,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), feats)
+    acts = feats.detach()
+    maps = torch.einsum("bk,bkhw->bhw", _grad_cam_weights(acts, grads), acts).relu()
+    return logits.detach(), maps
+
+
 def _grad_cam_weights(acts: Tensor, grads: Tensor) -> Tensor:
     return grads.mean((2, 3))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cxrlab.callbacks.explanations.display import heatmap_grid, overlay
-from cxrlab.callbacks.explanations.explanation import target_layer
-from cxrlab.callbacks.explanations.gradcam import grad_cam
+from cxrlab.callbacks.trust.model_trust import Trust, judge
+from cxrlab.datamodules.image_header import film_problem
 from cxrlab.datamodules.images import Decoding, read_image, read_mask
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
 from cxrlab.experiments.evaluation.inference import pick_device
@@ -67,14 +68,6 @@ def shown_image(
     return image, _fit(crop_margin(read_mask(mask_path), margin), image.shape, "nearest") > 0.5
 
 
-def predicted_maps(model: CXRClassifier, batch: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of each image's predicted class at the layer the training run explained: [N, h, w]."""
-    wanted = sorted(set(predicted.tolist()))
-    maps = grad_cam(model, target_layer(model, model.config.explain), batch, classes=wanted)
-    channel = torch.tensor([wanted.index(c) for c in predicted.tolist()])
-    return maps[torch.arange(len(batch)), channel].detach().cpu()
-
-
 def _heatmap_path(folder: Path, image: str, used: set[Path]) -> Path:
     """folder/<stem>_gradcam.png, numbered when two images share a stem."""
     path = folder / f"{Path(image).stem}_gradcam.png"
@@ -86,6 +79,69 @@ def _heatmap_path(folder: Path, image: str, used: set[Path]) -> Path:
     return path
 
 
+TRUST_FIELDS = ("in_distribution", "ood_score", "template_corr", "explanation_typical", "shortcut_flag")
+
+
+def model_trust(model: CXRClassifier) -> Trust | None:
+    """The trust model a checkpoint carries (None for one written before trust models)."""
+    return Trust.from_dict(model.trust_state) if model.trust_state is not None else None
+
+
+def _model_input(model: CXRClassifier, raws: Sequence[np.ndarray]) -> torch.Tensor:
+    """Decoded [H, W] arrays as the model takes them (cropped and resized as in training)."""
+    transform = eval_transform(model.input_size, model.config.data.crop_margin)
+    return torch.stack([transform(torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[None]) for r in raws])
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None or math.isnan(v) else round(float(v), digits)
+
+
+def predict_arrays(
+    model: CXRClassifier,
+    raws: Sequence[np.ndarray],
+    names: Sequence[str],
+    *,
+    heatmap: bool = False,
+    forced: Sequence[str | None] | None = None,
+    lung_masks: Sequence[np.ndarray | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Label, calibrated probabilities and trust verdicts of decoded images ([H, W] in [0, 1]);
+    `forced` names the header problem of images predicted despite it, `heatmap` adds each image's
+    Grad-CAM (at layer resolution)."""
+    trust = model_trust(model)
+    forced = list(forced) if forced is not None else [None] * len(raws)
+    masks = list(lung_masks) if lung_masks is not None else [None] * len(raws)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(raws), BATCH):
+        chunk = slice(start, start + BATCH)
+        batch = _model_input(model, raws[chunk]).to(model.device)
+        chunk_masks = masks[chunk]
+        lungs = None
+        if all(m is not None for m in chunk_masks):
+            lungs = _model_input(model, [m.astype(np.float32) for m in chunk_masks])[:, 0] > 0.5
+        v = judge(model, trust, batch, model.config.explain, lungs)
+        top, predicted = v.probs.max(1)
+        for i, name in enumerate(names[chunk]):
+            row: dict[str, Any] = {
+                "image": str(name),
+                "label": model.classes[int(predicted[i])],
+                "confidence": float(top[i]),
+                "probabilities": {c: float(v.probs[i, k]) for k, c in enumerate(model.classes)},
+                "trust": "ok" if trust is not None else "unavailable",
+                "in_distribution": v.in_distribution[i],
+                "ood_score": None if v.ood_score is None else _round(v.ood_score[i]),
+                "template_corr": None if v.template_corr is None else _round(v.template_corr[i]),
+                "explanation_typical": v.typical[i],
+                "shortcut_flag": v.shortcut_flag[i],
+                "refused": forced[start + i],
+            }
+            if heatmap:
+                row["gradcam"] = v.maps[i].cpu().numpy().round(5).tolist()
+            results.append(row)
+    return results
+
+
 def predict(
     checkpoint: str | Path,
     images: Sequence[str | Path],
@@ -94,76 +150,112 @@ def predict(
     cutoff: float = 0.9,
     alpha: float = 0.4,
     device: str = "auto",
+    force: bool = False,
 ) -> list[dict[str, Any]]:
-    """Predicted class, per-class confidences and (with heatmap_dir) an overlay PNG per image."""
+    """Predicted class, calibrated confidences and trust verdicts per image file, and (with
+    heatmap_dir) a Grad-CAM panel per image. A DICOM whose header is no frontal chest film is
+    refused (a row with `refused` and no label) unless `force`."""
     if not images:
         raise ValueError("IMAGE: give at least one image file (PNG, JPEG or DICOM)")
     if not 0.0 <= cutoff <= 1.0:
         raise ValueError(f"--cutoff {cutoff}: give a probability in [0, 1], e.g. 0.9")
     masks = lung_masks([str(m) for m in lung_mask], len(images))
     model = load_classifier(checkpoint).to(pick_device(device))
-    margin = model.config.data.crop_margin
-    transform = eval_transform(model.input_size, margin)
     decoding = Decoding.from_data(model.config.data)  # DICOM windows as in training
+    paths = [str(p) for p in images]
+    problems = [film_problem(p) for p in paths]
+    take = [i for i, problem in enumerate(problems) if problem is None or force]
+    raw = [read_image(paths[i], decoding) for i in take]
+    lungs = [read_mask(masks[i]) if masks[i] else None for i in take]
+    judged = predict_arrays(
+        model, raw, [paths[i] for i in take], forced=[problems[i] for i in take],
+        lung_masks=lungs, heatmap=heatmap_dir is not None,
+    )
+    rows = {i: r for i, r in zip(take, judged, strict=True)}
+    margin = model.config.data.crop_margin
     folder = Path(heatmap_dir) if heatmap_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     used: set[Path] = set()
     results = []
-    for start in range(0, len(images), BATCH):
-        paths = [str(p) for p in images[start : start + BATCH]]
-        raw = [read_image(p, decoding) for p in paths]
-        batch = torch.stack([transform(torch.from_numpy(r)[None]) for r in raw]).to(model.device)
-        with torch.inference_mode():
-            probs = model(batch).float().softmax(dim=1).cpu()
-        top, predicted = probs.max(dim=1)
-        files: list[str | None] = [None] * len(paths)
-        bare: list[str | None] = [None] * len(paths)
+    for i, path in enumerate(paths):
+        if i not in rows:
+            results.append({"image": path, "label": None, "refused": problems[i]})
+            continue
+        r = rows[i]
+        r["passes_cutoff"] = r["confidence"] >= cutoff
+        r["heatmap"] = r["overlay"] = None
         if folder is not None:
-            pairs = [
-                shown_image(r, m, margin)
-                for r, m in zip(raw, masks[start : start + BATCH], strict=True)
-            ]
-            shown, shown_masks = zip(*pairs, strict=True)
-            maps = predicted_maps(model, batch, predicted)
-            for i, path in enumerate(paths):
-                target = _heatmap_path(folder, path, used)
-                # The original beside the overlay, captioned, with a colour bar; and the bare
-                # overlay at the image's own size, for tools that read pixels.
-                title = f"{Path(path).name}: predicted {model.classes[int(predicted[i])]} (p {float(top[i]):.2f})"
-                panel = heatmap_grid([shown[i]], [maps[i]], titles=[title], alphas=(alpha,),
-                                     masks=None if shown_masks[i] is None else [shown_masks[i]])
-                target.write_bytes(figure_png(panel))
-                files[i] = str(target)
-                overlay_path = target.with_name(target.name.replace("_gradcam.png", "_overlay.png"))
-                Image.fromarray(overlay(shown[i], maps[i], alpha=alpha, mask=shown_masks[i])).save(overlay_path)
-                bare[i] = str(overlay_path)
-        for i, path in enumerate(paths):
-            results.append(
-                {
-                    "image": path,
-                    "label": model.classes[int(predicted[i])],
-                    "confidence": float(top[i]),
-                    "passes_cutoff": bool(top[i] >= cutoff),
-                    "probabilities": {c: float(probs[i, k]) for k, c in enumerate(model.classes)},
-                    "heatmap": files[i],
-                    "overlay": bare[i],
-                }
-            )
+            shown, shown_mask = shown_image(raw[take.index(i)], masks[i], margin)
+            cam = torch.tensor(r.pop("gradcam"))
+            target = _heatmap_path(folder, path, used)
+            # The original beside the overlay, captioned, with a colour bar; and the bare
+            # overlay at the image's own size, for tools that read pixels.
+            title = f"{Path(path).name}: predicted {r['label']} (p {r['confidence']:.2f})"
+            panel = heatmap_grid([shown], [cam], titles=[title], alphas=(alpha,),
+                                 masks=None if shown_mask is None else [shown_mask])
+            target.write_bytes(figure_png(panel))
+            bare = target.with_name(target.name.replace("_gradcam.png", "_overlay.png"))
+            Image.fromarray(overlay(shown, cam, alpha=alpha, mask=shown_mask)).save(bare)
+            r["heatmap"], r["overlay"] = str(target), str(bare)
+        results.append(r)
     return results
 
 
+def trust_words(r: dict[str, Any]) -> str:
+    """What the trust model says of one prediction, in a few words."""
+    if r.get("trust") != "ok":
+        return "trust unavailable (checkpoint written before trust models)"
+    words = [
+        "in distribution" if r["in_distribution"] else f"OUT OF DISTRIBUTION (score {r['ood_score']:.1f}, over 1 is unlike training)",
+        {True: "typical heatmap", None: "empty heatmap"}.get(r["explanation_typical"], f"atypical heatmap (r {r['template_corr']:.2f})"),
+    ]
+    if r["shortcut_flag"]:
+        words.append("SHORTCUT FLAG: heatmap outside the anatomy")
+    if r["refused"]:
+        words.append(f"forced past: {r['refused'].split(': ', 1)[-1]}")
+    return ", ".join(words)
+
+
+def summary(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines after the per-image ones: how many predictions the trust model doubts, and why."""
+    judged = [r for r in results if r.get("label") is not None]
+    lines = []
+    refused = len(results) - len(judged)
+    if refused:
+        lines.append(f"{refused} of {len(results)} images refused (not a frontal chest radiograph); --force predicts them anyway")
+    if not judged or judged[0].get("trust") != "ok":
+        return lines
+    n = len(judged)
+    ood = sum(not r["in_distribution"] for r in judged)
+    atypical = sum(r["explanation_typical"] is False for r in judged)
+    flagged = sum(bool(r["shortcut_flag"]) for r in judged)
+    if ood:
+        lines.append(f"{ood} of {n} images are out of distribution: their predictions are not reliable")
+    if atypical:
+        lines.append(f"{atypical} of {n} images have atypical heatmaps: the model looked elsewhere than usual")
+    if flagged:
+        lines.append(f"{flagged} of {n} images carry a shortcut flag: the heatmap sits outside the anatomy")
+    if not (ood or atypical or flagged):
+        lines.append(f"all {n} images are in distribution, with typical heatmaps and no shortcut flag")
+    return lines
+
+
 def format_text(results: Sequence[dict[str, Any]], cutoff: float) -> str:
-    """Human-readable lines: class and confidence, the cut-off verdict, all probabilities."""
+    """Human-readable lines: class and confidence, the cut-off and trust verdicts, all
+    probabilities, then the summary."""
     lines = []
     for r in results:
+        if r.get("label") is None:
+            lines.append(f"{r['refused']}: refused; --force predicts it anyway")
+            continue
         verdict = (
             f">= cut-off {cutoff:g}"
             if r["passes_cutoff"]
             else f"below cut-off {cutoff:g}: uncertain"
         )
-        lines.append(f"{r['image']}: {r['label']} {r['confidence']:.3f} ({verdict})")
+        lines.append(f"{r['image']}: {r['label']} {r['confidence']:.3f} ({verdict}); {trust_words(r)}")
         lines.append("    " + "  ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items()))
         if r["heatmap"]:
             lines.append(f"    heatmap: {r['heatmap']}")
-    return "\n".join(lines)
+    return "\n".join(lines + summary(results))

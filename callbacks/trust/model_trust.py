@@ -1,0 +1,177 @@
+"""The trust model of a classifier: fitted once after training (calibration, feature Gaussians,
+heatmap templates), stored in its checkpoint as plain tensors, and judging every prediction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cxrlab.callbacks.explanations.focus import mask_focus, region_focus
+from cxrlab.callbacks.explanations.gradcam import own_class_cam, tail_grad_cam
+from cxrlab.callbacks.explanations.shortcut import shortcut_verdict
+from cxrlab.callbacks.trust.calibration import expected_calibration_error, fit_temperature
+from cxrlab.callbacks.trust.ood import FeatureGaussians, fit_gaussians, pass_threshold
+from cxrlab.callbacks.trust.templates import class_templates, held_out_corr, template_corr
+from cxrlab.config import ExplainConfig, TrustConfig
+from cxrlab.lightning_modules.eval_mode import eval_mode
+
+
+@dataclass
+class Observed:
+    """What one pass of the model sees of a set of images."""
+
+    logits: Tensor  # [N, K]
+    features: Tensor  # [N, D] pooled block outputs
+    maps: Tensor  # [N, h, w] Grad-CAM of the predicted class at the backbone's output
+
+
+def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The backbone's blocks by their full names (one block when it is not a Sequential)."""
+    if isinstance(model.backbone, nn.Sequential):
+        return [(f"backbone.{n}", m) for n, m in model.backbone.named_children()]
+    return [("backbone", model.backbone)]
+
+
+def observe_batch(model: nn.Module, images: Tensor, layer: str) -> Observed:
+    """Logits, pooled features and the predicted class's Grad-CAM at `layer` (a backbone block,
+    or the whole backbone) of images [B, 1|3, H, W]."""
+    blocks = _blocks(model)
+    names = [n for n, _ in blocks]
+    at = len(blocks) - 1 if layer == "backbone" else names.index(layer) if layer in names else None
+    with eval_mode(model), torch.no_grad():
+        x = model.preprocess(images)
+        pooled = []
+        # Every block's pooled output: early blocks see textures and intensities that the last
+        # one is invariant to (noise, a blank or inverted film), late ones see content.
+        for i, (_, block) in enumerate(blocks):
+            x = block(x)
+            pooled.append(x.float().mean((2, 3)))
+            if i == at:
+                acts = x
+        if at is not None:
+            logits, maps = tail_grad_cam(nn.Sequential(*[b for _, b in blocks[at + 1 :]], model.head), acts)
+        else:  # a layer inside a block: grad_cam's full backward pass
+            logits = model.head(x)
+            maps = own_class_cam(model, layer, images, logits.argmax(1))
+    return Observed(logits.float(), torch.cat(pooled, 1), maps)
+
+
+def trust_layer(model: nn.Module) -> str:
+    """The layer trust maps are taken at: the one the training run explained."""
+    return model.config.explain.target_layer or model.target_layer
+
+
+def observe(model: nn.Module, batches: Iterable[tuple[Tensor, Any]], limit: int) -> tuple[Observed, Tensor]:
+    """Observe up to `limit` images of (images, labels) batches; also returns their labels."""
+    seen: list[Observed] = []
+    labels: list[Tensor] = []
+    n = 0
+    device = next(model.parameters()).device
+    for x, y in batches:
+        take = min(len(x), limit - n)
+        seen.append(observe_batch(model, x[:take].to(device), trust_layer(model)))
+        labels.append(torch.as_tensor(y[:take]))
+        n += take
+        if n >= limit:
+            break
+    out = Observed(*(torch.cat([getattr(o, f).cpu() for o in seen]) for f in ("logits", "features", "maps")))
+    return out, torch.cat(labels).long()
+
+
+@dataclass
+class Trust:
+    """The fitted trust model."""
+
+    temperature: float
+    gaussians: FeatureGaussians
+    ood_threshold: float  # squared Mahalanobis distance above which an image is out of distribution
+    templates: Tensor  # [K, h, w]
+    typical_min: float  # template correlation below which a heatmap is atypical
+    ece_before: float  # validation ECE of the raw and of the temperature-scaled probabilities
+    ece_after: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors and floats, which a weights_only checkpoint load reads."""
+        g = self.gaussians
+        return {
+            "temperature": self.temperature, "ood_threshold": self.ood_threshold, "typical_min": self.typical_min,
+            "ece_before": self.ece_before, "ece_after": self.ece_after, "templates": self.templates,
+            "centre": g.centre, "scale": g.scale, "means": g.means, "precision": g.precision,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trust:
+        """The trust model a checkpoint stores."""
+        gaussians = FeatureGaussians(d["centre"], d["scale"], d["means"], d["precision"])
+        return cls(d["temperature"], gaussians, d["ood_threshold"], d["templates"], d["typical_min"],
+                   d["ece_before"], d["ece_after"])
+
+
+def fit_trust(model: nn.Module, train: Iterable, val: Iterable, settings: TrustConfig) -> Trust:
+    """Fit the trust model: feature Gaussians on training images; the out-of-distribution
+    threshold, temperature and heatmap templates on validation images (all seen without
+    augmentation)."""
+    k = len(model.classes)
+    seen_train, y_train = observe(model, train, settings.max_images)
+    gaussians = fit_gaussians(seen_train.features, y_train, k)
+    seen, y = observe(model, val, settings.max_images)
+    threshold = pass_threshold(gaussians.distance(seen.features), settings.ood_pass)
+    temperature = fit_temperature(seen.logits, y)
+    right = seen.logits.argmax(1) == y
+    templates = class_templates(seen.maps[right], y[right], k)
+    held_out = held_out_corr(seen.maps[right], y[right], k)
+    held_out = held_out[~held_out.isnan()]
+    typical_min = float(torch.quantile(held_out.double(), 1 - settings.typical_pass)) if len(held_out) else -1.0
+    return Trust(
+        temperature, gaussians, threshold, templates, typical_min,
+        expected_calibration_error(seen.logits.softmax(1), y),
+        expected_calibration_error((seen.logits / temperature).softmax(1), y),
+    )
+
+
+@dataclass
+class Verdicts:
+    """What the trust model says of each image of a batch (None fields: no trust model)."""
+
+    probs: Tensor  # [N, K] calibrated where a trust model exists
+    maps: Tensor  # [N, h, w] the predicted class's Grad-CAM
+    shortcut_flag: list[bool | None]
+    ood_score: Tensor | None = None  # [N] distance over the threshold: > 1 is out of distribution
+    template_corr: Tensor | None = None  # [N]
+    typical_min: float = math.nan
+
+    @property
+    def in_distribution(self) -> list[bool | None]:
+        return [None] * len(self.probs) if self.ood_score is None else (self.ood_score <= 1).tolist()
+
+    @property
+    def typical(self) -> list[bool | None]:
+        if self.template_corr is None:
+            return [None] * len(self.probs)
+        return [None if math.isnan(r) else r >= self.typical_min for r in self.template_corr.tolist()]
+
+
+def judge(
+    model: nn.Module, trust: Trust | None, images: Tensor, explain: ExplainConfig, lung_masks: Tensor | None = None
+) -> Verdicts:
+    """Probabilities and trust verdicts of images [B, 1, H, W] in [0, 1] (as the model takes them)."""
+    seen = observe_batch(model, images, trust_layer(model))
+    focus = region_focus(seen.maps, images.cpu(), explain.border_width, explain.corner_size)
+    if lung_masks is not None:
+        focus["lung_focus"] = mask_focus(seen.maps, lung_masks)
+    severity = shortcut_verdict(focus, explain.alarm).severity
+    flags = [None if math.isnan(s) else s > 1 for s in severity.tolist()]
+    if trust is None:
+        return Verdicts(seen.logits.softmax(1), seen.maps, flags)
+    preds = seen.logits.argmax(1)
+    return Verdicts(
+        (seen.logits / trust.temperature).softmax(1), seen.maps, flags,
+        ood_score=trust.gaussians.distance(seen.features) / trust.ood_threshold,
+        template_corr=template_corr(seen.maps, trust.templates, preds),
+        typical_min=trust.typical_min,
+    )
