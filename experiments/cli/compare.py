@@ -23,6 +23,8 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         ns.heatmaps,
         ns.kind,
         ns.alarm,
+        ns.register,
+        ns.alias,
     )
     print(format_comparison(result, wide=ns.wide))
     return 0
@@ -74,4 +76,10 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="also the heatmap robustness of exactly two runs (alias of `cxrlab explain compare`)",
     )
+    p.add_argument("--register", metavar="NAME", default=None,
+                   help="register the logged model of the best run by --sort (the first with a model) as a "
+                   "new version of registered model NAME")
+    p.add_argument("--alias", metavar="ALIAS", default=None,
+                   help="with --register: move this alias (e.g. champion) to the new version, so "
+                   "models:/NAME@ALIAS loads it")
     p.set_defaults(func=cmd_compare)

@@ -18,6 +18,7 @@ from cxrlab.experiments.cli import (
     explain,
     models,
     predict,
+    register,
     sweep,
     train,
     ui,
@@ -35,7 +36,7 @@ Runs are stored in mlruns/ (sqlite:///mlruns/mlflow.db); browse them with `cxrla
 LIBRARIES = ("mlflow", "sqlalchemy", "optuna", "requests", "urllib3", "psycopg2", "psycopg", "sqlite3", "alembic")
 
 # Each command module registers its parser and sets its `func`; its heavy imports wait for the call.
-COMMANDS = (train, data, models, ui, evaluate, predict, compare, explain, sweep)
+COMMANDS = (train, data, models, ui, evaluate, predict, compare, register, explain, sweep)
 
 
 # --------------------------------------------------------------------------- parser

@@ -85,6 +85,8 @@ def _print_result(result: Any, cfg: Any) -> None:
 
         uri = store.resolve_uri(cfg.tracking.uri)
         print(f"  MLflow run: {result.run_id}  (store {uri})")
+        if result.model_id:  # what `cxrlab register`, `mlflow models serve` and evaluate take
+            print(f"  model:      models:/{result.model_id}")
         print(f"  run:        {ui_link(uri, result.experiment_id, result.run_id)}")
         print(f"  all runs:   {ui_link(uri, result.experiment_id)}" + ("" if store.is_server(uri) else "   (start the UI: cxrlab ui)"))
 

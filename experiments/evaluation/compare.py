@@ -1,4 +1,5 @@
-"""`cxrlab compare`: runs side by side from MLflow, and the heatmap robustness of two runs."""
+"""`cxrlab compare`: runs side by side from MLflow, the heatmap robustness of two runs, and the
+registration of a run's logged model (the best run's, with --register; `cxrlab register`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from cxrlab.experiments.evaluation.robustness import (
     write_robustness,
 )
 from cxrlab.experiments.tracking import store
+from cxrlab.experiments.tracking.checkpoints import model_of
+from cxrlab.experiments.tracking.writer import MODEL_ID_TAG, register_model
 
 DEFAULT_METRICS = (
     "test/acc",
@@ -180,16 +183,24 @@ def compare_runs(
     heatmaps: bool = False,
     kind: str = "all",
     alarm: str = "all",
+    register: str | None = None,
+    alias: str | None = None,
 ) -> dict[str, Any]:
     """The comparison table as CSV and Markdown; with `heatmaps`, also the robustness table of the two
-    runs (an alias of `cxrlab explain compare RUN_A RUN_B`: the same code writes the same files)."""
+    runs (an alias of `cxrlab explain compare RUN_A RUN_B`: the same code writes the same files);
+    with `register`, the logged model of the best run by `sort` registered under that name."""
     from mlflow import MlflowClient
 
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    if alias and not register:
+        raise ValueError(f"--alias {alias} moves an alias of the version --register NAME creates; add --register NAME")
+    if register and sort is None:
+        raise ValueError("--register registers the best run by --sort; add --sort METRIC (e.g. --sort val/macro_f1)")
     uri = store.resolve_uri(tracking_uri)
     runs = find_runs(MlflowClient(uri), experiment, run_ids, kind, alarm)
     table = compare_table(runs, metrics, sort, ascending)
+    registered = register_run(uri, best_model_run(runs, table), register, alias) if register else None
     robustness, pair = None, [r.info.run_id for r in runs[:2]]
     if heatmaps:
         if len(runs) != 2:
@@ -205,7 +216,28 @@ def compare_runs(
     files[1].write_text(f"# Run comparison\n\n{note}\n\n{markdown_table(table)}\n")
     if robustness is not None:
         files += write_robustness(robustness, out, *pair)
-    return {"table": table, "robustness": robustness, "files": [str(f) for f in files]}
+    return {"table": table, "robustness": robustness, "files": [str(f) for f in files], "registered": registered}
+
+
+def best_model_run(runs: Sequence[Any], table: pd.DataFrame) -> str:
+    """The first run of the sorted table that has a logged model (evaluate and explain runs have none)."""
+    with_model = {r.info.run_id for r in runs if MODEL_ID_TAG in r.data.tags}
+    best = next((run_id for run_id in table["run_id"] if run_id in with_model), None)
+    if best is None:
+        raise ValueError("--register: none of the compared runs has a logged model; compare training runs "
+                         "trained by this version of cxrlab (--kind train)")
+    return best
+
+
+def register_run(uri: str, ref: str, name: str, alias: str | None = None) -> str:
+    """Register the logged model of a run (id or prefix) or a model id (m-...) as a new version of
+    `name`, move `alias` to it, and say so in one line."""
+    from mlflow import MlflowClient
+
+    model_id, run_id = model_of(MlflowClient(uri), ref)
+    version = register_model(uri, model_id, name, alias)
+    moved = f" (alias @{alias})" if alias else ""
+    return f"registered models:/{name}/{version}{moved} from run {run_id or 'unknown'} (model {model_id})"
 
 
 # Short forms of metric names for the terminal table; the legend line under it spells them out.
@@ -283,4 +315,6 @@ def format_comparison(result: dict[str, Any], width: int | None = None, wide: bo
         lines += ["", "heatmap robustness (last heatmap set of each run)"]
         lines += [text_table(result["robustness"]), robustness_summary(result["robustness"])]
     lines += ["", "written: " + ", ".join(result["files"])]
+    if result.get("registered"):
+        lines.append(result["registered"])
     return "\n".join(lines)

@@ -1,13 +1,16 @@
 """Checkpoints on disk and in the store: where a run's checkpoints go, and how a reference to one
-(a path, or runs:/RUN_ID[/ARTIFACT]) becomes a local file. The file format itself (reading one
+(a path, runs:/RUN_ID[/ARTIFACT], or a model: models:/NAME@ALIAS, models:/NAME/VERSION,
+models:/MODEL_ID) becomes a local file. The file format itself (reading one
 safely, rebuilding its model) is cxrlab.lightning_modules.checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cxrlab.config import first_line
 from cxrlab.experiments.tracking.store import DEFAULT_ARTIFACTS, resolve_run_id, resolve_uri
+from cxrlab.experiments.tracking.writer import MODEL_ID_TAG
 
 
 def checkpoint_root(uri: str, checkpoint_dir: str | None = None) -> Path:
@@ -21,15 +24,19 @@ def checkpoint_root(uri: str, checkpoint_dir: str | None = None) -> Path:
 
 
 RUNS_SCHEME = "runs:/"
+MODELS_SCHEME = "models:/"
+MODEL_CHECKPOINT = "checkpoint"  # the artifact key of the checkpoint inside a cxrlab logged model
 RUN_CHECKPOINT = "checkpoints/model.ckpt"  # the best checkpoint every run logs
 RUN_LAST_CHECKPOINT = "checkpoints/last.ckpt"  # the resume checkpoint, uploaded with a server
 
 
 def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | None = None) -> Path:
-    """A checkpoint file: a local path as given, or runs:/RUN_ID[/ARTIFACT] downloaded from the
-    tracking store `uri` (resolved here, so a bad local path never creates a store) under
-    <checkpoint root>/downloads (default artifact: the run's best checkpoint)."""
+    """A checkpoint file: a local path as given, or runs:/RUN_ID[/ARTIFACT] or a models:/ URI
+    downloaded from the tracking store `uri` (resolved here, so a bad local path never creates a
+    store) under <checkpoint root>/downloads (default artifact: the run's best checkpoint)."""
     ref = str(ref)
+    if ref.startswith(MODELS_SCHEME):
+        return model_checkpoint(ref, resolve_uri(uri), checkpoint_dir)
     if not ref.startswith(RUNS_SCHEME):
         return Path(ref)
     uri = resolve_uri(uri)
@@ -53,3 +60,84 @@ def local_checkpoint(ref: str | Path, uri: str | None, checkpoint_dir: str | Non
             f"checkpoint, runs:/RUN_ID/{RUN_LAST_CHECKPOINT} the resume one"
         ) from None
     return Path(path)
+
+
+def model_checkpoint(ref: str, uri: str, checkpoint_dir: str | None = None) -> Path:
+    """The checkpoint inside the model `ref` (models:/NAME@ALIAS, models:/NAME/VERSION or
+    models:/MODEL_ID) of the store `uri`, downloaded under <checkpoint root>/downloads/<model id>."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    model_id = model_id_of(MlflowClient(uri), ref, uri)
+    dst = checkpoint_root(uri, checkpoint_dir) / "downloads" / model_id
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = Path(download_artifacts(artifact_uri=f"{MODELS_SCHEME}{model_id}", dst_path=str(dst), tracking_uri=uri))
+    except (MlflowException, OSError) as err:
+        raise FileNotFoundError(f"{ref}: the model's files could not be downloaded from {uri} ({first_line(err)})") from None
+    artifacts = Model.load(folder / "MLmodel").flavors.get("python_function", {}).get("artifacts", {})
+    if MODEL_CHECKPOINT not in artifacts:
+        raise ValueError(f"{ref}: not a cxrlab model (no {MODEL_CHECKPOINT!r} artifact); give a model logged by `cxrlab train`")
+    return folder / artifacts[MODEL_CHECKPOINT]["path"]
+
+
+def model_id_of(client: Any, ref: str, uri: str) -> str:
+    """The logged model id a models:/ URI names; an unknown model, alias or version is one line
+    naming it and what the registry has."""
+    from mlflow.exceptions import MlflowException
+
+    body = ref.removeprefix(MODELS_SCHEME).strip("/")
+    name, at, alias = body.partition("@")
+    name, slash, version = name.partition("/")
+    try:
+        if not at and not slash:  # a logged model id (m-...)
+            return client.get_logged_model(body).model_id
+        found = client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, version)
+    except MlflowException:
+        raise FileNotFoundError(f"{ref}: {_registry_has(client, name, bool(at or slash))} on {uri}") from None
+    if found.model_id is None:  # a version registered from a run's artifacts, not a logged model
+        raise ValueError(f"{ref}: version {found.version} of {name} is no logged model; register a cxrlab model with `cxrlab register`")
+    return found.model_id
+
+
+def _registry_has(client: Any, name: str, registered: bool) -> str:
+    """What exists under `name`: its aliases and versions, or the registered models' names."""
+    from mlflow.exceptions import MlflowException
+
+    if not registered:
+        return f"no logged model {name!r}; give models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-<model id>"
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=20))
+        return f"no registered model {name!r} (registered: {', '.join(names) or 'none'})"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    aliases = ", ".join(f"@{a}" for a in sorted(model.aliases)) or "none"
+    return f"no such version or alias of {name} (versions: {', '.join(map(str, versions))}; aliases: {aliases})"
+
+
+def model_of(client: Any, ref: str) -> tuple[str, str | None]:
+    """(model id, source run id) of a logged model id (m-...) or of a training run (id or unique
+    prefix): the run's tagged model, else the newest logged model it is the source of."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if ref.startswith("m-"):
+            model = client.get_logged_model(ref)
+            return model.model_id, model.source_run_id
+        run = client.get_run(resolve_run_id(client, ref))
+    except MlflowException:
+        raise FileNotFoundError(f"{ref}: no such run or logged model on {client.tracking_uri}; check the id and --tracking_uri") from None
+    run_id = run.info.run_id
+    if MODEL_ID_TAG in run.data.tags:
+        return run.data.tags[MODEL_ID_TAG], run_id
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+    )
+    if not models:
+        raise ValueError(f"run {run_id}: no logged model (runs trained before cxrlab logged models, evaluate "
+                         "and explain runs, and tracking.log_checkpoint=false have none); give a training run")
+    return models[0].model_id, run_id

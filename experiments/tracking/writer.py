@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ TAG_CHARS = 5000
 # Characters MLflow refuses in a metric name (class names reach metric names, e.g. val/recall/<class>).
 BAD_METRIC_CHARS = re.compile(r"[^/\w.\- :]")
 COMMIT_TAG = "mlflow.source.git.commit"
+MODEL_ID_TAG = "cxrlab.model_id"  # a training run's logged model (its best checkpoint as a pyfunc)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -213,6 +214,56 @@ class RunWriter(RunSink):
         tag = InputTag(key="mlflow.data.context", value=context)
         self.log_inputs_once([DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
 
+    # ------------------------------------------------------------------ logged models
+
+    def log_model(
+        self,
+        python_model: Any,
+        artifacts: Mapping[str, str],
+        signature: Any,
+        input_example: Any,
+        metrics: Mapping[str, float],
+        requirements: Sequence[str],
+        name: str = "model",
+        step: int = 0,
+    ) -> str:
+        """Log a pyfunc `python_model` (with its `artifacts` files, `signature`, `input_example` and
+        pip `requirements`)
+        as an MLflow logged model of this run, link `metrics` to it, tag the run with its id
+        (cxrlab.model_id) and return the id. Through this writer's client, never the fluent API,
+        so the model lands in the run's own store and experiment whatever mlflow's global URI is."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+        from mlflow.models import Model
+        from mlflow.pyfunc import save_model
+
+        run = self.client.get_run(self.run_id)
+        model = self.client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=self.run_id, params=run.data.params, tags=source_tags()
+        )
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                meta = Model(artifact_path=model.artifact_location, run_id=self.run_id, model_id=model.model_id,
+                             model_uuid=model.model_id)
+                # Requirements are given, not inferred: inference loads the model in a subprocess.
+                save_model(Path(tmp) / "model", python_model=python_model, artifacts=dict(artifacts),
+                           signature=signature, input_example=input_example, mlflow_model=meta,
+                           pip_requirements=list(requirements))
+                self.client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+            now = int(time.time() * 1000)
+            linked = [
+                Metric(BAD_METRIC_CHARS.sub("", k), float(v), now, step, model_id=model.model_id, run_id=self.run_id)
+                for k, v in metrics.items() if math.isfinite(v)
+            ]
+            for batch in _chunks(linked, METRICS_PER_CALL):
+                self.client.log_batch(self.run_id, metrics=batch)
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.set_tags({MODEL_ID_TAG: model.model_id})
+        return model.model_id
+
     # ------------------------------------------------------------------ lifecycle
 
     def reopen(self) -> None:
@@ -259,3 +310,24 @@ def log_derived_run(
         raise
     run.finish()
     return run.run_id, experiment_id
+
+
+def register_model(uri: str, model_id: str, name: str, alias: str | None = None) -> str:
+    """Register logged model `model_id` as a new version of registered model `name` (created on
+    first use) in the store at `uri`, move `alias` to it when given, and return the version."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    model = client.get_logged_model(model_id)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        name, f"models:/{model_id}", run_id=model.source_run_id, model_id=model_id
+    ).version
+    if alias:
+        client.set_registered_model_alias(name, alias, str(version))
+    return str(version)

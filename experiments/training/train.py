@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,11 +23,13 @@ from cxrlab.callbacks.last_checkpoint import LastCheckpoint
 from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from cxrlab.config import Config
 from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.experiments.evaluation import served_model
 from cxrlab.experiments.evaluation.figures import eval_figures
 from cxrlab.experiments.tracking import checkpoints, liveness, store, writer
 from cxrlab.experiments.tracking.run_logger import RunLogger, run_writer
 from cxrlab.experiments.training.signals import stop_signals
 from cxrlab.lightning_modules.backbones import default_input_size
+from cxrlab.lightning_modules.checkpoint import slim_checkpoint
 from cxrlab.lightning_modules.classifier import CXRClassifier
 
 
@@ -42,6 +46,7 @@ class TrainResult:
     interrupted: bool = False
     exit_code: int = 0  # 143 / 130 when SIGTERM / SIGINT stopped it
     last_checkpoint: str | None = None  # last.ckpt: the last completed epoch, what --resume takes
+    model_id: str | None = None  # the MLflow logged model of the best checkpoint (models:/<id>)
 
 
 def resolve(cfg: Config) -> Config:
@@ -207,7 +212,19 @@ def train(
             k: float(v) for k, v in trainer.callback_metrics.items()
             if k.startswith("test/") and torch.is_tensor(v) and v.numel() == 1
         }
+    if best and logger is not None and trainer.is_global_zero and cfg.tracking.log_checkpoint:
+        example = dm.split_table("all")["path"].iloc[0]
+        result.model_id = log_best_model(logger.writer, best, example, result.metrics, trainer.global_step)
     return result
+
+
+def log_best_model(run: writer.RunWriter, best: str, example_image: str, metrics: dict[str, float], step: int) -> str:
+    """The best checkpoint, slimmed, as the run's MLflow logged model, with its best-epoch and test
+    metrics linked (the Models tab compares models on them); returns the model id."""
+    linked = {k if k.startswith("test/") else f"best/{k}": v for k, v in metrics.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        slim = slim_checkpoint(best, Path(tmp) / "model.ckpt")
+        return served_model.log_served_model(run, slim, example_image, linked, step)
 
 
 def _header(cfg: Config, dm: CXRDataModule, resume: str | None) -> None:
