@@ -116,3 +116,32 @@ def test_bad_input_is_one_line(trained: Any, make_input: Any, message: str, isol
         model.predict(None, make_input(images[0].read_bytes()))
     assert message in err.value.message and "\n" not in err.value.message
     assert err.value.get_http_status_code() == 400
+
+
+def test_sweep_tags_its_parent_with_the_best_trials_model(
+    trained: Any, isolate: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+    import yaml
+
+    from cxrlab.experiments.sweeps.runner import run_sweep
+    from cxrlab.experiments.sweeps.storage import default_storage, open_storage
+    from cxrlab.experiments.sweeps.trial_runs import BEST_MODEL_TAG, RUN_ATTR
+
+    root = trained[0]
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments/configs/ci_tiny.yaml").read_text())
+    raw["data"] |= {"root": str(root / "phantom"), "image_size": 64}
+    raw["trainer"] |= {"limit_train_batches": 2, "limit_val_batches": 1}
+    raw["tracking"]["experiment"] = "sweep-models"
+    raw["explain"] = {"enabled": False}
+    raw["search"] = {"sampler": "grid", "params": {"model.head": ["gap-linear", "gap-mlp"]}}
+    config = root / "sweep_models.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with isolate(root):
+        outcome = run_sweep(config, gpus="none")
+        client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+        study = optuna.load_study(study_name="sweep_models", storage=open_storage(default_storage("sweep_models")))
+    best_run = client.get_run(study.best_trial.user_attrs[RUN_ATTR])
+    assert outcome.best_model_id == best_run.data.tags["cxrlab.model_id"]
+    assert client.get_run(outcome.parent_run_id).data.tags[BEST_MODEL_TAG] == outcome.best_model_id
+    assert f"best model: models:/{outcome.best_model_id}" in capsys.readouterr().out

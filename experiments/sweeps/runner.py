@@ -99,6 +99,7 @@ class SweepOutcome:
     notes: list[str] = field(default_factory=list)
     dead_workers: list[str] = field(default_factory=list)
     link: str | None = None  # the parent run in the MLflow UI's training view
+    best_model_id: str | None = None  # the best trial's logged model (single-objective studies)
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedSweep:
@@ -506,6 +507,8 @@ def run_sweep(
         outcome.new_trials = len(study.trials) - before
         _close_parent(client, parent, study, spec.objectives, outcome)
     print(format_status(study))
+    if outcome.best_model_id:  # what `cxrlab register` and `mlflow models serve` take
+        print(f"  best model: models:/{outcome.best_model_id}")
     return outcome
 
 
@@ -561,6 +564,7 @@ def _close_parent(
 ) -> None:
     """Report the study on its parent run and close it, unless another launch still runs trials."""
     outcome.notes += trial_runs.report_study(client, parent, study, objectives)
+    outcome.best_model_id = trial_runs.tag_best_model(client, parent, study)
     outcome.notes += [f"worker died: {d}" for d in outcome.dead_workers]
     elsewhere = trial_runs.close_parent_run(client, parent, study, "KILLED" if outcome.interrupted else "FINISHED")
     if elsewhere:

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cxrlab.callbacks import console
 from cxrlab.experiments.tracking.store import all_runs
-from cxrlab.experiments.tracking.writer import RunWriter
+from cxrlab.experiments.tracking.writer import MODEL_ID_TAG, RunWriter
 
 PARENT_ATTR = "mlflow_parent_run_id"
 PARENT_URI_ATTR = "mlflow_tracking_uri"
@@ -35,6 +35,7 @@ PARENT_PENDING_ATTR = "mlflow_parent_pending"  # set by the launch that created 
 RUN_ATTR = "mlflow_run_id"
 ERROR_ATTR = "error"
 WORKER_ATTR = "worker"  # host:pid of the process running the trial, so its launcher finds it
+BEST_MODEL_TAG = "cxrlab.best_model_id"  # on the parent run: the best trial's logged model
 # Optuna state -> MLflow run status: a pruned trial stopped on purpose, so it "finished".
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
@@ -227,6 +228,20 @@ def report_study(client: MlflowClient, run_id: str, study: optuna.Study, objecti
     if notes:
         run.log_object(("\n".join(notes) + "\n").encode(), "study/notes.txt")
     return notes
+
+
+def tag_best_model(client: MlflowClient, parent_id: str, study: optuna.Study) -> str | None:
+    """Tag the parent run with the logged model of the best trial (cxrlab.best_model_id) and return
+    its id; None for a multi-objective study, no COMPLETE trial, or a trial without one model
+    (k-fold trials log one per fold)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete or len(study.directions) > 1:
+        return None
+    run_id = study.best_trial.user_attrs.get(RUN_ATTR)
+    model_id = client.get_run(run_id).data.tags.get(MODEL_ID_TAG) if run_id else None
+    if model_id:
+        RunWriter(client, parent_id).set_tags({BEST_MODEL_TAG: model_id})
+    return model_id
 
 
 def _log_plots(run: RunWriter, study: optuna.Study, objectives: tuple[str, ...], n_complete: int) -> list[str]:
