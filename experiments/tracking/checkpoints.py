@@ -97,9 +97,12 @@ def model_id_of(client: Any, ref: str, uri: str) -> str:
         found = client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, version)
     except MlflowException:
         raise FileNotFoundError(f"{ref}: {_registry_has(client, name, bool(at or slash))} on {uri}") from None
-    if found.model_id is None:  # a version registered from a run's artifacts, not a logged model
+    # Over a server's REST API a version may not carry model_id; its source still names the model.
+    source = found.source or ""
+    model_id = found.model_id or (source.removeprefix(MODELS_SCHEME) if source.startswith(f"{MODELS_SCHEME}m-") else None)
+    if model_id is None:  # a version registered from a run's artifacts, not a logged model
         raise ValueError(f"{ref}: version {found.version} of {name} is no logged model; register a cxrlab model with `cxrlab register`")
-    return found.model_id
+    return model_id
 
 
 def _registry_has(client: Any, name: str, registered: bool) -> str:
