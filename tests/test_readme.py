@@ -41,9 +41,13 @@ SKIP: dict[str, str] = {
     "export CXRLAB_STORAGE=": "names a PostgreSQL host and an MLflow server of a cluster",
     "sbatch --array": "needs a SLURM cluster (tests/test_cluster_scripts.py runs the script as a plain bash task)",
     "gpu_suite.sh --smoke": "tests/test_gpu_suite.py runs it (a minute of benchmarks; the GPU run needs CUDA)",
+    "curl -s http://127.0.0.1:5001/invocations": "needs the server of the line above still up; tests/test_registry_serving.py posts the same base64 PNG request to `mlflow models serve`",
 }
 # Long-running servers: started in the background, checked over HTTP, then stopped.
-SERVE: dict[str, str] = {"cxrlab ui": "http://127.0.0.1:5000/health"}
+SERVE: dict[str, str] = {
+    "cxrlab ui": "http://127.0.0.1:5000/health",
+    "MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve": "http://127.0.0.1:5001/ping",
+}
 # (pattern, replacement) applied to every runnable line: sizes and epochs only.
 SCALE: list[tuple[str, str]] = [
     (r"--n_per_class \d+", "--n_per_class 16"),
@@ -115,7 +119,8 @@ def _env() -> dict[str, str]:
 
 
 def _serve(line: str, url: str, work: Path) -> None:
-    proc = subprocess.Popen(shlex.split(line), cwd=work, env=_env(), start_new_session=True,
+    # Through env(1): a line may set variables before its command, as a shell would.
+    proc = subprocess.Popen(["env", *shlex.split(line)], cwd=work, env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90

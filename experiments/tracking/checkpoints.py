@@ -69,12 +69,16 @@ def model_checkpoint(ref: str, uri: str, checkpoint_dir: str | None = None) -> P
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     model_id = model_id_of(MlflowClient(uri), ref, uri)
     dst = checkpoint_root(uri, checkpoint_dir) / "downloads" / model_id
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        folder = Path(download_artifacts(artifact_uri=f"{MODELS_SCHEME}{model_id}", dst_path=str(dst), tracking_uri=uri))
+        # models:/ artifacts look the model up through mlflow's global tracking URI whatever
+        # tracking_uri says: point it at this store for the call.
+        with _use_tracking_uri(uri):
+            folder = Path(download_artifacts(artifact_uri=f"{MODELS_SCHEME}{model_id}", dst_path=str(dst), tracking_uri=uri))
     except (MlflowException, OSError) as err:
         raise FileNotFoundError(f"{ref}: the model's files could not be downloaded from {uri} ({first_line(err)})") from None
     artifacts = Model.load(folder / "MLmodel").flavors.get("python_function", {}).get("artifacts", {})

@@ -317,6 +317,7 @@ def register_model(uri: str, model_id: str, name: str, alias: str | None = None)
     first use) in the store at `uri`, move `alias` to it when given, and return the version."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     client = MlflowClient(uri)
     model = client.get_logged_model(model_id)
@@ -325,9 +326,12 @@ def register_model(uri: str, model_id: str, name: str, alias: str | None = None)
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(
-        name, f"models:/{model_id}", run_id=model.source_run_id, model_id=model_id
-    ).version
+    # A local registry looks the models:/ source up through mlflow's global tracking URI, not this
+    # client's (a TODO in mlflow's SqlAlchemyStore): point it at this store for the call.
+    with _use_tracking_uri(uri):
+        version = client.create_model_version(
+            name, f"models:/{model_id}", run_id=model.source_run_id, model_id=model_id
+        ).version
     if alias:
         client.set_registered_model_alias(name, alias, str(version))
     return str(version)
