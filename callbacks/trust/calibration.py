@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,17 +27,22 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
     return min(max(t, 0.05), 20.0)
 
 
-def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
-    """ECE: |accuracy - confidence| of the top class, averaged over equal-width confidence bins
-    weighted by their share of images."""
-    conf, pred = probs.max(1)
-    correct = (pred == labels).double()
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    which = torch.bucketize(conf.double(), edges[1:-1], right=True)  # bin b holds (edge b, edge b+1]
-    total = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            gap = (correct[inside].mean() - conf[inside].double().mean()).abs()
-            total += float(gap) * float(inside.double().mean())
-    return total
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> tuple[np.ndarray, ...]:
+    """Per equal-width confidence bin (lo, hi] of the top class: image count, mean confidence and
+    accuracy (NaN in empty bins)."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    # Right-closed bins (Guo et al. 2017); a confidence of exactly 0 joins the first bin.
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=confidence, minlength=n_bins) / count
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    return count, mean_conf, accuracy
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| of the top class per bin, weighted by the bin's share."""
+    count, mean_conf, accuracy = reliability_bins(np.asarray(probs, np.float64), np.asarray(labels), n_bins)
+    filled = count > 0
+    return float((count[filled] / count.sum() * np.abs(accuracy - mean_conf)[filled]).sum())

@@ -129,15 +129,22 @@ def fit_trust(model: nn.Module, train: Iterable, val: Iterable, settings: TrustC
     typical_min = float(torch.quantile(held_out.double(), 1 - settings.typical_pass)) if len(held_out) else -1.0
     return Trust(
         temperature, gaussians, threshold, templates, typical_min,
-        expected_calibration_error(seen.logits.softmax(1), y),
-        expected_calibration_error((seen.logits / temperature).softmax(1), y),
+        expected_calibration_error(seen.logits.softmax(1).numpy(), y.numpy()),
+        expected_calibration_error((seen.logits / temperature).softmax(1).numpy(), y.numpy()),
     )
+
+
+def trust_of(model: nn.Module) -> Trust | None:
+    """The trust model a loaded checkpoint carries (None for one written before trust models)."""
+    state = getattr(model, "trust_state", None)
+    return Trust.from_dict(state) if state is not None else None
 
 
 @dataclass
 class Verdicts:
     """What the trust model says of each image of a batch (None fields: no trust model)."""
 
+    logits: Tensor  # [N, K] as the model gives them
     probs: Tensor  # [N, K] calibrated where a trust model exists
     maps: Tensor  # [N, h, w] the predicted class's Grad-CAM
     shortcut_flag: list[bool | None]
@@ -167,10 +174,10 @@ def judge(
     severity = shortcut_verdict(focus, explain.alarm).severity
     flags = [None if math.isnan(s) else s > 1 for s in severity.tolist()]
     if trust is None:
-        return Verdicts(seen.logits.softmax(1), seen.maps, flags)
+        return Verdicts(seen.logits, seen.logits.softmax(1), seen.maps, flags)
     preds = seen.logits.argmax(1)
     return Verdicts(
-        (seen.logits / trust.temperature).softmax(1), seen.maps, flags,
+        seen.logits, (seen.logits / trust.temperature).softmax(1), seen.maps, flags,
         ood_score=trust.gaussians.distance(seen.features) / trust.ood_threshold,
         template_corr=template_corr(seen.maps, trust.templates, preds),
         typical_min=trust.typical_min,

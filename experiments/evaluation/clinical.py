@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
+from cxrlab.callbacks.trust.calibration import expected_calibration_error, reliability_bins
+
 # Bound on resample-count elements held at once, so the bootstrap's memory stays flat with N.
 _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
 
@@ -419,19 +421,12 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict
     y, p = _check_labels_probs(y_true, probs)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    # Right-closed bins (Guo et al. 2017); a confidence of exactly 0 joins the first bin.
-    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(bins, weights=confidence, minlength=n_bins) / count
-        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    count, mean_conf, accuracy = reliability_bins(p, y, n_bins)
     gap = np.abs(accuracy - mean_conf)
     filled = count > 0
     return {
         "n_bins": n_bins,
-        "ece": float((count[filled] / y.size * gap[filled]).sum()),
+        "ece": expected_calibration_error(p, y, n_bins),
         "mce": float(gap[filled].max()),
         "bin_edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(),
         "confidence": mean_conf.tolist(),

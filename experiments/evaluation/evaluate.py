@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 
 from cxrlab.callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
+from cxrlab.callbacks.trust.model_trust import trust_of
 from cxrlab.config import Config, from_dict, set_dotted, to_dict
 from cxrlab.experiments.evaluation.clinical import per_class_table
 from cxrlab.experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
-from cxrlab.experiments.evaluation.inference import pick_device, predict_table
+from cxrlab.experiments.evaluation.inference import judge_table, pick_device, predict_table
 from cxrlab.experiments.evaluation.outputs import (
     VAL,
     Predictions,
@@ -23,6 +24,7 @@ from cxrlab.experiments.evaluation.outputs import (
     write_outputs,
 )
 from cxrlab.experiments.evaluation.report import Section, render_html, render_markdown, text_table
+from cxrlab.experiments.evaluation.trust_report import trust_section, trust_sentence, trust_summary
 from cxrlab.experiments.tracking import checkpoints, store
 from cxrlab.experiments.tracking.ui import ui_link
 from cxrlab.experiments.tracking.writer import log_derived_run, run_tags
@@ -109,11 +111,26 @@ def evaluate(
     positive = positive_class(classes, positive)
     data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
     rows = rows_to_predict(data.table, split, with_val=positive is not None)
-    probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
+    trust = trust_of(model)
+    verdicts = None
+    if trust is None:
+        probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
+    else:
+        probs, verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)
     preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)
     results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
     first, extra = explain_sections(model, preds, data, split, positive, cfg, out, explain, results)
+    banners = []
+    if verdicts is not None:
+        results["trust"] = trust_summary(preds, verdicts, trust, split, cfg.trust.ood_pass)
+        first.insert(0, trust_section(preds, verdicts, results["trust"], out))
+        if results["trust"]["foreign"]:
+            banners.append((trust_sentence(results["trust"]), True))
+        results["metrics"] |= {
+            f"{split}/trust/{k}": v for k, v in results["trust"].items()
+            if k in ("ood_share", "atypical_share", "shortcut_flag_share", "ece_before", "ece_after") and v is not None
+        }
     train_run_id = model.run_info.get("run_id")
     results = {
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -127,9 +144,9 @@ def evaluate(
     title = f"cxrlab evaluation: {Path(checkpoint).name} on {Path(data.where).name} ({split})"
     report = [*first, overview(results, cfg, preds, data.skipped), *sections, *extra]
     shortcut = results.get("shortcut")
-    banner = (shortcut["verdict"], shortcut["alarm"]) if shortcut else None
-    (out / "report.html").write_text(render_html(title, report, banner))
-    (out / "report.md").write_text(render_markdown(title, report, banner))
+    banners += [(shortcut["verdict"], shortcut["alarm"])] if shortcut else []
+    (out / "report.html").write_text(render_html(title, report, banners))
+    (out / "report.md").write_text(render_markdown(title, report, banners))
     write_json(out / "metrics.json", results)
     results["run_id"], results["experiment_id"] = log_evaluation(out, results, cfg, uri, started)
     results["tracking_uri"] = uri
@@ -243,6 +260,7 @@ def summary_text(results: dict[str, Any]) -> str:
     lo, hi = results["auc_ci"]["macro"]
     lines = [
         f"== cxrlab evaluate: {split} split, {results['n']} images ==",
+        *([trust_sentence(results["trust"])] if "trust" in results else ["trust: unavailable (checkpoint written before trust models)"]),
         *([results["shortcut"]["verdict"]] if "shortcut" in results else []),
         text_table(table),
         f"accuracy {_fmt(s['accuracy'])}   macro F1 {_fmt(s['macro_avg']['f1'])}   "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxrlab.callbacks.trust.model_trust import Trust, judge
 from cxrlab.config import DataConfig
 from cxrlab.datamodules.datamodule import CXRDataset
 from cxrlab.datamodules.images import Decoding
@@ -30,6 +32,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _batches(
+    model: CXRClassifier, rows: pd.DataFrame, data: DataConfig, device: torch.device | str, progress: bool
+) -> Iterator[torch.Tensor]:
+    """The images of `rows` in batches on `device`, read as `data` says (crop margin, DICOM
+    decoding, batch size, loader workers)."""
+    transform = eval_transform(model.input_size, data.crop_margin)
+    dataset = CXRDataset(rows, model.classes, transform, Decoding.from_data(data))
+    loader = DataLoader(dataset, batch_size=data.batch_size, shuffle=False, num_workers=data.num_workers)
+    for x, _ in tqdm(loader, desc="predict", unit="batch", disable=not progress, file=sys.stderr):
+        yield x.to(device)
+
+
 def predict_table(
     model: CXRClassifier,
     rows: pd.DataFrame,
@@ -37,19 +51,39 @@ def predict_table(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label), read
-    as `data` says (crop margin, DICOM decoding, batch size, loader workers)."""
+    """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label)."""
     if rows.empty:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    transform = eval_transform(model.input_size, data.crop_margin)
-    dataset = CXRDataset(rows, model.classes, transform, Decoding.from_data(data))
-    loader = DataLoader(dataset, batch_size=data.batch_size, shuffle=False, num_workers=data.num_workers)
     model = model.to(device).eval()
-    out = []
     with torch.inference_mode():
-        for x, _ in tqdm(
-            loader, desc="predict", unit="batch", disable=not progress, file=sys.stderr
-        ):
-            # float32 throughout: the same checkpoint must give the same numbers in any process.
-            out.append(model(x.to(device)).float().softmax(dim=1).cpu())
+        # float32 throughout: the same checkpoint must give the same numbers in any process.
+        out = [model(x).float().softmax(dim=1).cpu() for x in _batches(model, rows, data, device, progress)]
     return torch.cat(out).numpy()
+
+
+def judge_table(
+    model: CXRClassifier,
+    rows: pd.DataFrame,
+    data: DataConfig,
+    trust: Trust,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Softmax probabilities [N, K] of `rows` as predict_table gives them, and the trust model's
+    verdicts per row (calibrated probabilities, in_distribution, ood_score, template_corr,
+    explanation_typical, shortcut_flag), in one pass."""
+    model = model.to(device).eval()
+    probs, frames = [], []
+    for x in _batches(model, rows, data, device, progress):
+        v = judge(model, trust, x, model.config.explain)
+        probs.append(v.logits.softmax(1).cpu())
+        frame = pd.DataFrame(v.probs.cpu().numpy(), columns=[f"calibrated_p_{c}" for c in model.classes])
+        frame["in_distribution"] = v.in_distribution
+        frame["ood_score"] = v.ood_score.cpu().numpy()
+        frame["template_corr"] = v.template_corr.cpu().numpy()
+        frame["explanation_typical"] = v.typical
+        frame["shortcut_flag"] = v.shortcut_flag
+        frames.append(frame)
+    if not frames:
+        return np.zeros((0, len(model.classes)), dtype=np.float32), pd.DataFrame()
+    return torch.cat(probs).numpy(), pd.concat(frames, ignore_index=True)

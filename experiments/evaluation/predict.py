@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cxrlab.callbacks.explanations.display import heatmap_grid, overlay
-from cxrlab.callbacks.trust.model_trust import Trust, judge
+from cxrlab.callbacks.trust.model_trust import judge, trust_of
 from cxrlab.datamodules.image_header import film_problem
 from cxrlab.datamodules.images import Decoding, read_image, read_mask
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
@@ -82,11 +82,6 @@ def _heatmap_path(folder: Path, image: str, used: set[Path]) -> Path:
 TRUST_FIELDS = ("in_distribution", "ood_score", "template_corr", "explanation_typical", "shortcut_flag")
 
 
-def model_trust(model: CXRClassifier) -> Trust | None:
-    """The trust model a checkpoint carries (None for one written before trust models)."""
-    return Trust.from_dict(model.trust_state) if model.trust_state is not None else None
-
-
 def _model_input(model: CXRClassifier, raws: Sequence[np.ndarray]) -> torch.Tensor:
     """Decoded [H, W] arrays as the model takes them (cropped and resized as in training)."""
     transform = eval_transform(model.input_size, model.config.data.crop_margin)
@@ -109,7 +104,7 @@ def predict_arrays(
     """Label, calibrated probabilities and trust verdicts of decoded images ([H, W] in [0, 1]);
     `forced` names the header problem of images predicted despite it, `heatmap` adds each image's
     Grad-CAM (at layer resolution)."""
-    trust = model_trust(model)
+    trust = trust_of(model)
     forced = list(forced) if forced is not None else [None] * len(raws)
     masks = list(lung_masks) if lung_masks is not None else [None] * len(raws)
     results: list[dict[str, Any]] = []

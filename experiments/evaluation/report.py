@@ -122,9 +122,9 @@ def _template(name: str) -> jinja2.Template:
     return env.get_template(name)
 
 
-def render_html(title: str, sections: Sequence[Section], banner: tuple[str, bool] | None = None) -> str:
+def render_html(title: str, sections: Sequence[Section], banners: Sequence[tuple[str, bool]] = ()) -> str:
     """One self-contained HTML page: inline CSS, figures as base64 PNG data URIs, escaped text;
-    `banner` = (verdict, alarm) opens it, red for an alarm, green otherwise."""
+    each banner (verdict, alarm) opens it, red for an alarm, green otherwise."""
     view = [
         {
             "heading": s.heading,
@@ -134,11 +134,11 @@ def render_html(title: str, sections: Sequence[Section], banner: tuple[str, bool
         }
         for s in sections
     ]
-    return _template("report.html.j2").render(title=title, sections=view, banner=banner)
+    return _template("report.html.j2").render(title=title, sections=view, banners=banners)
 
 
-def render_markdown(title: str, sections: Sequence[Section], banner: tuple[str, bool] | None = None) -> str:
-    """Markdown report with pipe tables and image links to the sections' PNG paths; `banner` as a
+def render_markdown(title: str, sections: Sequence[Section], banners: Sequence[tuple[str, bool]] = ()) -> str:
+    """Markdown report with pipe tables and image links to the sections' PNG paths; each banner as a
     bold quote under the title."""
     view = [
         {
@@ -150,4 +150,4 @@ def render_markdown(title: str, sections: Sequence[Section], banner: tuple[str, 
         }
         for s in sections
     ]
-    return _template("report.md.j2").render(title=title, sections=view, banner=banner)
+    return _template("report.md.j2").render(title=title, sections=view, banners=banners)

@@ -21,6 +21,7 @@ from cxrlab.callbacks.epoch_explanations import ExplainCallback
 from cxrlab.callbacks.epoch_lines import EpochLines
 from cxrlab.callbacks.last_checkpoint import LastCheckpoint
 from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
+from cxrlab.callbacks.trust_fit import TrustFit
 from cxrlab.config import Config
 from cxrlab.datamodules.datamodule import CXRDataModule
 from cxrlab.experiments.evaluation import served_model
@@ -180,7 +181,9 @@ def train(
         [ExplainCallback(cfg.explain, cfg.seed, run_writer)] if cfg.explain.enabled else []
     )
     lines = EpochLines(cfg.trainer.monitor, cfg.trainer.mode)
-    trainer = build_trainer(cfg, logger, [*explainers, lines, *callbacks, recorder, *uploads])
+    # Before the recorder: the checkpoint it logs carries the trust model.
+    trust = [TrustFit(cfg.trust)] if cfg.trust.enabled else []
+    trainer = build_trainer(cfg, logger, [*explainers, lines, *callbacks, *trust, recorder, *uploads])
     with stop_signals() as stop:
         try:
             trainer.fit(model, datamodule=dm, ckpt_path=resume)

@@ -1,0 +1,189 @@
+"""The trust model of a trained phantom model: out-of-distribution inputs are flagged and phantom
+films pass; predict and evaluate report it; old checkpoints and bad files are handled. One
+model for the module (its margins hold for CXRLAB_LEARNING_SEED=0..2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import LEARNING_SEED
+from PIL import Image, ImageDraw
+from samples import write_dicom
+
+from cxrlab.datamodules.images import read_image
+from cxrlab.datamodules.phantom import generate_phantom
+from cxrlab.experiments.cli.main import main
+from cxrlab.experiments.evaluation.predict import predict_arrays
+from cxrlab.lightning_modules.checkpoint import TRUST_KEY, load_classifier
+
+SIZE = 64
+FOREIGN = 12  # inputs of each foreign kind
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, isolate: Any) -> Any:
+    """(root, phantom data, checkpoint) of phantom_demo trained on a small phantom set."""
+    root = tmp_path_factory.mktemp("trust")
+    data = generate_phantom(root / "phantom", n_per_class=60, size=SIZE, seed=LEARNING_SEED, progress=False)
+    del data
+    with isolate(root):
+        args = ["train", "--config", "phantom_demo", "--data.root", str(root / "phantom"), "--seed", str(LEARNING_SEED),
+                "--trainer.max_epochs", "6", "--data.num_workers", "0", "--explain.enabled", "false", "--quiet"]
+        assert main(args) == 0
+        ckpt = max(Path("mlruns/checkpoints").glob("*/*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        yield root, root / "phantom", ckpt.resolve()
+
+
+@pytest.fixture(scope="module")
+def fresh(trained: Any) -> list[np.ndarray]:
+    """Phantom films the model never saw (another generator seed)."""
+    root = trained[0]
+    table = generate_phantom(root / "fresh", n_per_class=10, size=SIZE, seed=100 + LEARNING_SEED, progress=False)
+    return [read_image(root / "fresh" / p) for p in table["path"]]
+
+
+def _text(i: int) -> np.ndarray:
+    img = Image.new("L", (SIZE, SIZE), 255)
+    draw = ImageDraw.Draw(img)
+    for row in range(6):
+        draw.text((2, 2 + 10 * row), f"page {i} line {row}", fill=0)
+    return np.asarray(img, np.float32) / 255
+
+
+def _natural() -> list[np.ndarray]:
+    """scikit-image's sample photographs (shipped with it), grey, at the phantom's size."""
+    import skimage.data as sd
+
+    photos = [sd.camera(), sd.astronaut(), sd.coffee(), sd.chelsea(), sd.rocket(), sd.moon(), sd.coins(),
+              sd.page(), sd.brick(), sd.grass(), sd.gravel(), sd.clock()]
+    grey = [np.asarray(p, np.float32).mean(2) if np.ndim(p) == 3 else np.asarray(p, np.float32) for p in photos]
+    return [np.asarray(Image.fromarray(g).resize((SIZE, SIZE)), np.float32) / 255 for g in grey]
+
+
+def foreign_inputs(fresh: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Inputs that are clearly no chest film of the training set."""
+    rng = np.random.default_rng(0)
+    return {
+        "natural photographs": _natural(),
+        "uniform noise": [rng.uniform(0, 1, (SIZE, SIZE)).astype(np.float32) for _ in range(FOREIGN)],
+        "blank": [np.full((SIZE, SIZE), v, np.float32) for v in np.linspace(0, 1, FOREIGN)],
+        "rendered text": [_text(i) for i in range(FOREIGN)],
+        "phantom rotated 90°": [np.rot90(a).copy() for a in fresh[:FOREIGN]],
+        "phantom inverted": [1 - a for a in fresh[:FOREIGN]],
+    }
+
+
+def test_phantom_films_pass_and_foreign_inputs_are_flagged(trained: Any, fresh: list[np.ndarray]) -> None:
+    model = load_classifier(trained[2])
+    on_phantom = predict_arrays(model, fresh, [f"phantom {i}" for i in range(len(fresh))])
+    flagged = np.mean([not r["in_distribution"] for r in on_phantom])
+    assert flagged <= 0.10, f"{flagged:.0%} of unseen phantom films flagged out of distribution"
+    shares = {}
+    for kind, images in foreign_inputs(fresh).items():
+        rows = predict_arrays(model, images, [kind] * len(images))
+        shares[kind] = np.mean([not r["in_distribution"] for r in rows])
+    assert all(s >= 0.9 for s in shares.values()), shares
+
+
+def test_predict_prints_trust_and_summary_and_json_carries_every_field(
+    trained: Any, fresh: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, data, ckpt = trained
+    noise = root / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (SIZE, SIZE), dtype=np.uint8)).save(noise)
+    films = sorted((data / "images").rglob("*.png"))[:2]
+    assert main(["predict", str(ckpt), *map(str, films), str(noise)]) == 0
+    out = capsys.readouterr().out
+    assert f"{noise}: " in out and "OUT OF DISTRIBUTION" in out
+    assert "1 of 3 images are out of distribution: their predictions are not reliable" in out
+    assert main(["predict", str(ckpt), str(noise), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["trust"] == "ok" and row["in_distribution"] is False and row["ood_score"] > 1
+    assert {"template_corr", "explanation_typical", "shortcut_flag", "refused"} <= row.keys()
+
+
+def test_calibrated_probabilities_are_the_temperature_scaled_softmax(trained: Any, fresh: list[np.ndarray]) -> None:
+    model = load_classifier(trained[2])
+    trust = torch.load(trained[2], map_location="cpu", weights_only=True)[TRUST_KEY]
+    row = predict_arrays(model, fresh[:1], ["x"])[0]
+    from cxrlab.datamodules.transforms import eval_transform
+
+    x = eval_transform(model.input_size, model.config.data.crop_margin)(torch.from_numpy(fresh[0])[None])[None]
+    with torch.no_grad():
+        want = (model(x) / trust["temperature"]).softmax(1)[0]
+    assert np.allclose([row["probabilities"][c] for c in model.classes], want.numpy(), atol=1e-5)
+
+
+def test_dicom_header_refuses_a_ct_and_force_marks_the_row(
+    trained: Any, fresh: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _, ckpt = trained
+    pixels = (fresh[0] * 4095).astype(np.uint16)
+    ct = write_dicom(root / "slice.dcm", pixels, modality="CT")
+    lateral = write_dicom(root / "lateral.dcm", pixels, ViewPosition="LL")
+    film = write_dicom(root / "film.dcm", pixels, modality="DX", ViewPosition="PA", BodyPartExamined="CHEST")
+    assert main(["predict", str(ckpt), str(ct), str(lateral), str(film)]) == 1
+    out = capsys.readouterr().out
+    assert f"{ct}: DICOM Modality is CT, not a radiograph (CR, DR, DX): refused; --force predicts it anyway" in out
+    assert f"{lateral}: DICOM ViewPosition is LL, not a frontal (PA or AP) film" in out
+    assert "2 of 3 images refused" in out and f"{film}: " in out
+    assert main(["predict", str(ckpt), str(ct), "--force", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["label"] is not None and "Modality is CT" in row["refused"]
+
+
+def test_a_checkpoint_without_a_trust_model_still_predicts(
+    trained: Any, fresh: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, data, ckpt = trained
+    old = torch.load(ckpt, map_location="cpu", weights_only=True)
+    del old[TRUST_KEY]
+    torch.save(old, root / "old.ckpt")
+    film = str(sorted((data / "images").rglob("*.png"))[0])
+    assert main(["predict", str(root / "old.ckpt"), film]) == 0
+    assert "trust unavailable (checkpoint written before trust models)" in capsys.readouterr().out
+    assert main(["predict", str(root / "old.ckpt"), film, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["trust"] == "unavailable" and row["in_distribution"] is None and row["template_corr"] is None
+
+
+def test_a_corrupt_image_is_one_line(trained: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _, ckpt = trained
+    bad = root / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["predict", str(ckpt), str(bad)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cxrlab predict: {bad}: unreadable image"), err
+
+
+def test_evaluate_on_foreign_films_warns_loudly_at_the_top(
+    trained: Any, fresh: list[np.ndarray], capsys: pytest.CaptureFixture[str], isolate: Any
+) -> None:
+    """A phantom model evaluated on other films (here inverted phantoms in class folders): the
+    report and the terminal open with the out-of-distribution warning; on its own test split not."""
+    root, data, ckpt = trained
+    with isolate(root):
+        assert main(["evaluate", str(ckpt), "--n_boot", "10", "--quiet", "--out", "own"]) == 0
+        own = json.loads((root / "own" / "metrics.json").read_text())["trust"]
+        assert not own["foreign"] and own["ood_share"] <= 0.2
+        table = pd.read_csv(data / "metadata.csv")
+        other = root / "other"
+        for path, label in zip(table["path"], table["label"], strict=True):
+            (other / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(255 - np.asarray(Image.open(data / path))).save(other / label / Path(path).name)
+        capsys.readouterr()
+        assert main(["evaluate", str(ckpt), "--data.root", str(other), "--data.source", "folders", "--split", "all",
+                     "--n_boot", "10", "--quiet", "--out", "foreign"]) == 0
+        out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("WARNING: ") and "out of distribution" in out[1]
+    report = (root / "foreign" / "report.html").read_text()
+    assert report.index('class="banner alarm"') < report.index("<nav>")
+    metrics = json.loads((root / "foreign" / "metrics.json").read_text())["trust"]
+    assert metrics["foreign"] and metrics["ood_share"] >= 0.9
+    assert (root / "foreign" / "trust.csv").is_file()
