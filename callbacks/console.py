@@ -31,6 +31,9 @@ NOISE = (
     r"Some regimes for parameter .* have less than 2 trials",  # Optuna's importances of a small study
     r"Attempting to set identical low and high ylims",  # a study plot of one trial
 )
+# Library log records that ask nothing of the user, dropped by their text below --verbose.
+# cxrlab's pyfunc is a class of the installed package, which cloudpickle stores by reference.
+NOISE_LOGS = {"mlflow.pyfunc": "Passing a Python object as `python_model`"}
 ENV = "CXRLAB_VERBOSITY"
 LIBRARY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "optuna")
 
@@ -55,6 +58,21 @@ def hush_libraries() -> None:
     if level() < VERBOSE:
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        for name, text in NOISE_LOGS.items():
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _Drop) for f in logger.filters):
+                logger.addFilter(_Drop(text))
+
+
+class _Drop(logging.Filter):
+    """Drops the log records whose message starts with `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.text)
 
 
 def inherited() -> int:

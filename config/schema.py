@@ -236,7 +236,7 @@ class TrackingConfig(Section):
         return uri
     experiment: str = Field("cxrlab", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: backbone-head-finetune)")
-    log_checkpoint: bool = Field(True, description="upload the best checkpoint as an artifact")
+    log_checkpoint: bool = Field(True, description="upload the best checkpoint as an artifact and as the run's logged model")
     checkpoint_dir: str | None = Field(
         None, description="folder for checkpoints; a shared one lets --resume run on another node "
         "(default: beside a SQLite store, else ./mlruns/checkpoints)"

@@ -14,9 +14,10 @@ from PIL import Image
 from samples import PNG_MAGIC, write_dicom
 from tiny_training import train_tiny
 
+from cxrlab.callbacks.trust.model_trust import trust_of
 from cxrlab.config import Config, DataConfig
 from cxrlab.experiments.cli.main import main
-from cxrlab.experiments.evaluation.inference import predict_table
+from cxrlab.experiments.evaluation.inference import judge_table, predict_table
 from cxrlab.experiments.evaluation.predict import lung_masks, predict
 from cxrlab.lightning_modules.checkpoint import load_classifier
 
@@ -59,9 +60,11 @@ def test_json_matches_batched_inference(trained: Any, capsys: pytest.CaptureFixt
     images = [str(data / f"{c}_001.png") for c in ("normal", "pneumonia", "covid")]
     out = _predict_json(capsys, str(ckpt), *images, "--cutoff", "0.5")
     model = load_classifier(ckpt)
-    expected = predict_table(
-        model, pd.DataFrame({"path": images, "label": "normal"}), model.config.data, progress=False
-    )
+    rows = pd.DataFrame({"path": images, "label": "normal"})
+    raw, verdicts = judge_table(model, rows, model.config.data, trust_of(model), progress=False)
+    assert np.allclose(raw, predict_table(model, rows, model.config.data, progress=False), atol=1e-6)
+    # predict reports the temperature-scaled probabilities of the trust model.
+    expected = verdicts[[f"calibrated_p_{c}" for c in model.classes]].to_numpy()
     assert [p["image"] for p in out["predictions"]] == images
     for row, probs in zip(out["predictions"], expected, strict=True):
         got = np.array([row["probabilities"][c] for c in model.classes])

@@ -22,6 +22,8 @@ def upsample(maps: Tensor, size: tuple[int, int] | int) -> Tensor:
     out_hw = (size, size) if isinstance(size, int) else tuple(size)
     if len(out_hw) != 2 or min(out_hw) < 1:
         raise ValueError(f"size: need a positive int or (H, W), got {size!r}")
+    if tuple(maps.shape[-2:]) == out_hw:
+        return maps.float()
     lead = maps.shape[:-2]
     flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
     # align_corners=False is the half-pixel convention of cv2.resize and PIL.

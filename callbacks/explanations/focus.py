@@ -128,6 +128,7 @@ def region_focus(
 ) -> dict[str, Tensor]:
     """Mask-free focus [N] of each heatmap in the image border, the corners and outside the body."""
     n, size = images.shape[0], tuple(images.shape[-2:])
+    heatmaps = upsample(heatmaps[:, 0] if heatmaps.ndim == 4 else heatmaps, size)  # once, not per mask
     border = border_mask(size, border_width).expand(n, *size)
     corners = corner_mask(size, corner_size).expand(n, *size)
     return {

@@ -43,21 +43,31 @@ def observe_batch(model: nn.Module, images: Tensor, layer: str) -> Observed:
     blocks = _blocks(model)
     names = [n for n, _ in blocks]
     at = len(blocks) - 1 if layer == "backbone" else names.index(layer) if layer in names else None
-    with eval_mode(model), torch.no_grad():
-        x = model.preprocess(images)
-        pooled = []
+    pooled: list[Tensor] = []
+
+    def pool(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         # Every block's pooled output: early blocks see textures and intensities that the last
         # one is invariant to (noise, a blank or inverted film), late ones see content.
-        for i, (_, block) in enumerate(blocks):
-            x = block(x)
-            pooled.append(x.float().mean((2, 3)))
-            if i == at:
-                acts = x
-        if at is not None:
-            logits, maps = tail_grad_cam(nn.Sequential(*[b for _, b in blocks[at + 1 :]], model.head), acts)
-        else:  # a layer inside a block: grad_cam's full backward pass
-            logits = model.head(x)
-            maps = own_class_cam(model, layer, images, logits.argmax(1))
+        pooled.append(output.detach().float().mean((2, 3)))
+
+    hooks = [block.register_forward_hook(pool) for _, block in blocks]
+    try:
+        with eval_mode(model), torch.no_grad():
+            x = model.preprocess(images)
+            for _, block in blocks[: len(blocks) if at is None else at + 1]:
+                x = block(x)
+            if at is not None:
+                # The blocks after the layer run once, with gradients, for the map and the logits.
+                tail = nn.Sequential(*[b for _, b in blocks[at + 1 :]], model.head)
+                logits, maps = tail_grad_cam(tail, x)
+            else:  # a layer inside a block: grad_cam's full backward pass
+                logits = model.head(x)
+                n = len(pooled)
+                maps = own_class_cam(model, layer, images, logits.argmax(1))
+                del pooled[n:]  # grad_cam's own forward pass ran the hooks again
+    finally:
+        for hook in hooks:
+            hook.remove()
     return Observed(logits.float(), torch.cat(pooled, 1), maps)
 
 

@@ -6,7 +6,12 @@ import argparse
 from typing import Any
 
 from cxrlab.callbacks import console
-from cxrlab.experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
+from cxrlab.experiments.cli.flags import (
+    CHECKPOINT_HELP,
+    add_common_flags,
+    add_config_flags,
+    overrides_from,
+)
 
 DESCRIPTION = """\
 Rebuild the model and its preprocessing from CHECKPOINT alone and evaluate it on the split it was
@@ -61,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt written by `cxrlab train`, or runs:/RUN_ID (its best checkpoint on the tracking store)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("--split", default="test", help="test | val | all [default: test]")
     p.add_argument(
         "--out",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from cxrlab.experiments.cli.flags import add_common_flags, add_config_flags, overrides_from
+from cxrlab.experiments.cli.flags import (
+    CHECKPOINT_HELP,
+    add_common_flags,
+    add_config_flags,
+    overrides_from,
+)
 
 
 def cmd_explain(ns: argparse.Namespace) -> int:
@@ -64,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "adds the runs' table). --data.* and --explain.* override the checkpoint's config.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a cxrlab .ckpt, or the word `compare`")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP + "; or the word `compare`")
     p.add_argument("refs", nargs="*", help="with `compare`: the two heatmap sets A B")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to explain [default: test]")
     p.add_argument("--out", help="output folder [default: mlruns/explanations/<time>-<checkpoint>]")

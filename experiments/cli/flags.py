@@ -10,6 +10,11 @@ from typing import Any
 from cxrlab.config import Registry, bounds, iter_fields, range_text, registry_of, type_name
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# What every command that takes a trained model accepts (cxrlab.experiments.tracking.checkpoints).
+CHECKPOINT_HELP = (
+    "a .ckpt written by `cxrlab train`; runs:/RUN_ID (that run's best checkpoint on the tracking "
+    "store); or a logged model: models:/NAME@ALIAS, models:/NAME/VERSION or models:/MODEL_ID"
+)
 
 # Flags several commands take, defined once so that their spelling and help agree everywhere.
 COMMON_FLAGS: dict[str, dict[str, Any]] = {

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from cxrlab.experiments.cli.flags import add_common_flags
+from cxrlab.experiments.cli.flags import CHECKPOINT_HELP, add_common_flags
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
@@ -39,8 +39,7 @@ def add_parser(subparsers: Any) -> None:
         "heatmap, a shortcut flag. With --heatmap an overlay PNG of the predicted class's Grad-CAM per "
         "image (inside the lung mask if given). Exits 1 when an image was refused.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt written by `cxrlab train`, runs:/RUN_ID, or a "
-                   "model: models:/NAME@ALIAS, models:/NAME/VERSION or models:/MODEL_ID")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (.png, .jpg, .dcm, ...)")
     p.add_argument(
         "--heatmap", metavar="DIR", default=None, help="write <image>_gradcam.png overlays into DIR"

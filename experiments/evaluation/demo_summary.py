@@ -22,6 +22,8 @@ ROWS = (  # (label, metric of the evaluate run on the clean test split, or of th
     ("border focus", "test/explain/border_focus", "evaluate"),
     ("lesion focus", "test/explain/lesion_focus", "evaluate"),
     ("AOPC gap (val probe)", "explain/aopc_gap", "train"),
+    ("out of distribution", "test/trust/ood_share", "evaluate"),
+    ("atypical heatmaps", "test/trust/atypical_share", "evaluate"),
 )
 
 
