@@ -56,6 +56,8 @@ def hush_libraries() -> None:
     """Silence the libraries' INFO logging (GPU available, database tables created, a tip), below
     --verbose. Called again once they are imported: each sets its own level when it loads."""
     if level() < VERBOSE:
+        # mlflow draws a bar for every artifact copy, even a local one of a single file.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         for name, text in NOISE_LOGS.items():

@@ -159,7 +159,7 @@ def test_a_corrupt_image_is_one_line(trained: Any, capsys: pytest.CaptureFixture
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     assert main(["predict", str(ckpt), str(bad)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"cxrlab predict: {bad}: unreadable image"), err
+    assert len(err) == 1 and err[0].startswith(f"cxrlab: error: {bad}: unreadable image"), err
 
 
 def test_evaluate_on_foreign_films_warns_loudly_at_the_top(
@@ -178,7 +178,7 @@ def test_evaluate_on_foreign_films_warns_loudly_at_the_top(
             (other / label).mkdir(parents=True, exist_ok=True)
             Image.fromarray(255 - np.asarray(Image.open(data / path))).save(other / label / Path(path).name)
         capsys.readouterr()
-        assert main(["evaluate", str(ckpt), "--data.root", str(other), "--data.source", "folders", "--split", "all",
+        assert main(["evaluate", str(ckpt), "--data.root", str(other), "--data.source", "folder", "--split", "all",
                      "--n_boot", "10", "--quiet", "--out", "foreign"]) == 0
         out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("WARNING: ") and "out of distribution" in out[1]

@@ -26,7 +26,7 @@ def class_templates(maps: Tensor, labels: Tensor, n_classes: int) -> Tensor:
 def template_corr(maps: Tensor, templates: Tensor, classes: Tensor) -> Tensor:
     """Pearson's r [N] of each map with the template of its class (NaN for a flat map or template)."""
     a, b = _unit(maps), _unit(templates[classes])
-    flat = (maps.flatten(1).std(1) == 0) | (templates[classes].flatten(1).std(1) == 0)
+    flat = (maps.flatten(1).std(1, correction=0) == 0) | (templates[classes].flatten(1).std(1, correction=0) == 0)
     return torch.where(flat, torch.nan, (a * b).sum(1)).float()
 
 

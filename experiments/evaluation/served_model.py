@@ -50,7 +50,9 @@ class CXRPyfunc(mlflow.pyfunc.PythonModel):
         self.model = load_classifier(context.artifacts[CHECKPOINT])
         self.decoding = Decoding.from_data(self.model.config.data)  # DICOM windows as in training
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input may also be a float32 array (see _decode); the hint names the DataFrame alone,
+    # since mlflow reads any other hint as an input schema and warns at import.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per input image: the predicted class, per-class probabilities and trust verdicts."""
         from cxrlab.experiments.evaluation.predict import predict_arrays
 
