@@ -281,8 +281,17 @@ def _cli(config: Path, *args: str, output: bool = False) -> subprocess.Popen[byt
                             start_new_session=True)
 
 
-def _left_in_session(sid: int) -> list[str]:
-    """The live processes of session `sid` (Linux /proc; zombies excluded)."""
+def _left_in_session(sid: int, grace: float = 10.0) -> list[str]:
+    """The live processes of session `sid` (Linux /proc; zombies excluded), after up to `grace`
+    seconds: a process killed by its parent-death signal exits a moment after its parent."""
+    deadline = time.monotonic() + grace
+    while (left := _in_session(sid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _in_session(sid: int) -> list[str]:
+    """The live processes of session `sid` now."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
