@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from benchmarks.ratios import Result, best_seconds, format_table
 from benchmarks.reference_aopc import reference_aopc
 from cxrlab.callbacks.explanations.aopc import aopc
 from cxrlab.callbacks.explanations.display import minmax, upsample
@@ -57,35 +58,8 @@ class Setup:
     args: argparse.Namespace
 
 
-@dataclass(frozen=True)
-class Result:
-    """cxrlab's number and the reference's for one measurement (a rate, or seconds for callback)."""
-
-    name: str
-    unit: str
-    ours: float
-    reference: float
-    reference_name: str
-
-    @property
-    def ratio(self) -> float:
-        """ours / reference: the speed-up for rates; for the callback, its cost per epoch-second."""
-        return self.ours / self.reference
 
 
-def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Fastest wall time of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def grad_cam_speed(setup: Setup) -> Result:
@@ -226,15 +200,6 @@ def build_setup(args: argparse.Namespace) -> Setup:
     return Setup(model, layer, images, args.classes, args.repeats, args)
 
 
-def format_table(results: list[Result]) -> str:
-    """Plain-text table: one row per measurement."""
-    header = f"{'measurement':<14}{'unit':<9}{'cxrlab':>10}{'reference':>11}{'ratio':>8}  reference"
-    rows = [
-        f"{r.name:<14}{r.unit:<9}{r.ours:>10.2f}{r.reference:>11.2f}{r.ratio:>7.1f}x  "
-        f"{r.reference_name}"
-        for r in results
-    ]
-    return "\n".join([header, *rows])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

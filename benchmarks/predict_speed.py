@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.ratios import Result, best_seconds, format_table
 from cxrlab.datamodules.images import Decoding, read_image
 from cxrlab.datamodules.transforms import eval_transform
 from cxrlab.experiments.evaluation.predict import BATCH, predict_arrays
@@ -63,32 +64,8 @@ class Setup:
     args: argparse.Namespace
 
 
-@dataclass(frozen=True)
-class Result:
-    """cxrlab's rate and the reference's for one measurement."""
-
-    name: str
-    unit: str
-    ours: float
-    reference: float
-    reference_name: str
-
-    @property
-    def ratio(self) -> float:
-        """ours / reference: the speed-up (below 1: the price of what ours adds)."""
-        return self.ours / self.reference
 
 
-def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Fastest wall time of `repeats` calls after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def predict_speed(setup: Setup) -> list[Result]:
@@ -253,14 +230,6 @@ def build_setup(args: argparse.Namespace) -> Iterator[Setup]:
         yield Setup(tmp, uri, checkpoint, model_id, model, files, raws, args)
 
 
-def format_table(results: list[Result]) -> str:
-    """Plain-text table: one row per measurement."""
-    header = f"{'measurement':<14}{'unit':<9}{'cxrlab':>10}{'reference':>11}{'ratio':>8}  reference"
-    rows = [
-        f"{r.name:<14}{r.unit:<9}{r.ours:>10.2f}{r.reference:>11.2f}{r.ratio:>7.2f}x  {r.reference_name}"
-        for r in results
-    ]
-    return "\n".join([header, *rows])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
