@@ -115,3 +115,11 @@ def test_tolerance_factor_matches_published_tables() -> None:
 
     assert tolerance_factor(20, 0.95, 0.95) == pytest.approx(2.396, rel=0.01)
     assert tolerance_factor(100000, 0.95, 0.95) == pytest.approx(1.645, rel=0.01)
+
+
+def test_foreign_needs_a_share_beyond_chance() -> None:
+    """4 of 36 flagged at 5 % expected happens by chance (p ~ 0.1); 8 of 36 and all of them do not."""
+    from cxrlab.experiments.evaluation.trust_report import is_foreign
+
+    assert not is_foreign(4, 36, 0.05) and not is_foreign(0, 0, 0.05)
+    assert is_foreign(8, 36, 0.05) and is_foreign(36, 36, 0.05)

@@ -42,10 +42,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, isolate: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def fresh(trained: Any) -> list[np.ndarray]:
-    """The run's test split: phantom films the model never saw (split as training split them)."""
+    """Phantom films the model never saw: the run's test split (split as training split them) and a
+    new phantom set of another seed, so the flagged share is measured on enough films to be stable."""
     model = load_classifier(trained[2])
     rows = CXRDataModule(model.config.data, seed=model.config.seed).split_table("test")
-    return [read_image(p) for p in rows["path"]]
+    unseen = trained[0] / "unseen"
+    more = generate_phantom(unseen, n_per_class=25, size=SIZE, seed=LEARNING_SEED + 100, progress=False)
+    return [read_image(p) for p in [*rows["path"], *(unseen / p for p in more["path"])]]
 
 
 def _text(i: int) -> np.ndarray:

@@ -165,12 +165,11 @@ def requirements() -> list[str]:
         return ["cxrlab"]
 
 
-def log_served_model(run: RunWriter, checkpoint: str | Path, example_image: str | Path,
-                     metrics: Mapping[str, float], step: int = 0) -> str:
-    """Log a slim checkpoint as the run's logged model `model`, with `metrics` linked at `step`;
-    returns the model id."""
-    model = load_classifier(checkpoint)
-    example = pd.DataFrame({"image": [example_png(example_image, Decoding.from_data(model.config.data))]})
+def log_served_model(run: RunWriter, checkpoint: str | Path, classes: Sequence[str], decoding: Decoding,
+                     example_image: str | Path, metrics: Mapping[str, float], step: int = 0) -> str:
+    """Log a slim checkpoint of a model with `classes`, whose images decode by `decoding`, as the
+    run's logged model `model`, with `metrics` linked at `step`; returns the model id."""
+    example = pd.DataFrame({"image": [example_png(example_image, decoding)]})
     return run.log_model(
-        CXRPyfunc(), {CHECKPOINT: str(checkpoint)}, signature(model.classes), example, metrics, requirements(), step=step
+        CXRPyfunc(), {CHECKPOINT: str(checkpoint)}, signature(classes), example, metrics, requirements(), step=step
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from cxrlab.callbacks.trust.calibration import expected_calibration_error
 from cxrlab.callbacks.trust.model_trust import Trust
@@ -16,6 +17,17 @@ from cxrlab.experiments.evaluation.outputs import Predictions
 from cxrlab.experiments.evaluation.report import Section
 
 TRUST_CSV = "trust.csv"
+
+
+# How unlikely the flagged count must be, were the images like the training data, to call them foreign:
+# a share alone calls 4 of 36 films foreign when 5 % are expected, which happens one time in ten.
+FOREIGN_P = 0.001
+
+
+def is_foreign(flagged: int, n: int, expected: float) -> bool:
+    """Whether `flagged` of `n` images out of distribution is far more than the `expected` share
+    explains: more than twice that share, and that many less likely than FOREIGN_P by chance."""
+    return n > 0 and flagged > 2 * expected * n and float(binom.sf(flagged - 1, n, expected)) < FOREIGN_P
 
 
 def _share(values: pd.Series) -> float:
@@ -30,9 +42,10 @@ def trust_summary(preds: Predictions, verdicts: pd.DataFrame, trust: Trust, spli
     y, probs = preds.known(split)
     known = preds.rows["known"].to_numpy(bool) & in_split & ~preds.rows["split"].eq(UNSEEN).to_numpy()
     calibrated = verdicts.loc[known, [c for c in verdicts if c.startswith("calibrated_p_")]].to_numpy()
-    ood = _share(~v["in_distribution"].astype(bool))
-    # The threshold lets 1 - ood_pass of in-distribution images fail; several times that means
-    # the data is not what the model was trained on.
+    out = ~v["in_distribution"].astype(bool)
+    ood = _share(out)
+    # The threshold lets 1 - ood_pass of in-distribution images fail; far more means the data is
+    # not what the model was trained on.
     expected = 1 - ood_pass
     return {
         "n": int(in_split.sum()),
@@ -42,7 +55,7 @@ def trust_summary(preds: Predictions, verdicts: pd.DataFrame, trust: Trust, spli
         "temperature": trust.temperature,
         "ece_before": expected_calibration_error(probs, y) if len(y) else None,
         "ece_after": expected_calibration_error(calibrated, y) if len(y) else None,
-        "foreign": bool(ood > 2 * expected),
+        "foreign": is_foreign(int(out.sum()), len(out), expected),
         "expected_ood_share": expected,
     }
 

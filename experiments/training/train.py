@@ -24,6 +24,7 @@ from cxrlab.callbacks.run_recorder import LastCheckpointUpload, RunRecorder
 from cxrlab.callbacks.trust_fit import TrustFit
 from cxrlab.config import Config
 from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.datamodules.images import Decoding
 from cxrlab.experiments.evaluation import served_model
 from cxrlab.experiments.evaluation.figures import eval_figures
 from cxrlab.experiments.tracking import checkpoints, liveness, store, writer
@@ -217,17 +218,19 @@ def train(
         }
     if best and logger is not None and trainer.is_global_zero and cfg.tracking.log_checkpoint:
         example = dm.split_table("all")["path"].iloc[0]
-        result.model_id = log_best_model(logger.writer, best, example, result.metrics, trainer.global_step)
+        result.model_id = log_best_model(logger.writer, best, model, example, result.metrics, trainer.global_step)
     return result
 
 
-def log_best_model(run: writer.RunWriter, best: str, example_image: str, metrics: dict[str, float], step: int) -> str:
-    """The best checkpoint, slimmed, as the run's MLflow logged model, with its best-epoch and test
-    metrics linked (the Models tab compares models on them); returns the model id."""
+def log_best_model(run: writer.RunWriter, best: str, model: CXRClassifier, example_image: str,
+                   metrics: dict[str, float], step: int) -> str:
+    """The best checkpoint of `model`, slimmed, as the run's MLflow logged model, with its best-epoch
+    and test metrics linked (the Models tab compares models on them); returns the model id."""
     linked = {k if k.startswith("test/") else f"best/{k}": v for k, v in metrics.items()}
     with tempfile.TemporaryDirectory() as tmp:
         slim = slim_checkpoint(best, Path(tmp) / "model.ckpt")
-        return served_model.log_served_model(run, slim, example_image, linked, step)
+        decoding = Decoding.from_data(model.config.data)
+        return served_model.log_served_model(run, slim, model.classes, decoding, example_image, linked, step)
 
 
 def _header(cfg: Config, dm: CXRDataModule, resume: str | None) -> None:
