@@ -3,12 +3,14 @@
 - grad_cam: all-class Grad-CAM maps/s, cxrlab's batched grad_cam vs pytorch-grad-cam (goal >= 5x on
   CPU, >= 15x on GPU);
 - aopc: AOPC images/s, batched perturbation steps vs a per-image, per-step loop (goal >= 8x);
+- occlusion: all-class occlusion maps, images/s, batched hidden copies vs a per-image, per-window
+  loop (goal >= 3x on CPU);
 - eigen: eigen-heatmaps of 2,000 heatmaps of 224^2 (per-class Gram-matrix PCA) vs a full SVD of
   each class' data matrix (goal < 2 s);
 - callback: the share of epoch time the ExplainCallback costs with default settings (goal <= 10 %)
   on a phantom training epoch of --epoch-images images.
 
-Run from the repository root:  python -m benchmarks.explain_speed [--only grad_cam aopc eigen callback]
+Run from the repository root:  python -m benchmarks.explain_speed [--only grad_cam aopc occlusion eigen callback]
 
 Each measurement is one function taking the shared `Setup` and returning a `Result`; add a new
 one to MEASUREMENTS and it shows up in the table and in --only.
@@ -31,10 +33,13 @@ from torch import Tensor, nn
 
 from benchmarks.ratios import Result, best_seconds, format_table
 from benchmarks.reference_aopc import reference_aopc
+from benchmarks.reference_occlusion import reference_occlusion
 from cxrlab.callbacks.explanations.aopc import aopc
 from cxrlab.callbacks.explanations.display import minmax, upsample
 from cxrlab.callbacks.explanations.eigen import eigen_heatmaps
 from cxrlab.callbacks.explanations.gradcam import grad_cam, resolve_layer
+from cxrlab.callbacks.explanations.methods import heatmaps
+from cxrlab.config import ExplainConfig, OcclusionConfig
 
 # torchvision name -> Grad-CAM target layer (the last conv stage, as pytorch-grad-cam suggests)
 BACKBONES = {
@@ -113,6 +118,17 @@ def aopc_speed(setup: Setup) -> Result:
     return Result("aopc", "images/s", n / ours, n / loop, "per-image per-step loop")
 
 
+def occlusion_speed(setup: Setup) -> Result:
+    """Occlusion images/s (every class's map): batched hidden copies vs one forward per hidden copy."""
+    window, stride = setup.args.window, setup.args.stride
+    settings = ExplainConfig(occlusion=OcclusionConfig(window=window, stride=stride))
+    model, images, device = setup.model, setup.images, setup.images.device
+    ours = best_seconds(lambda: heatmaps(model, setup.layer, images, "occlusion", settings=settings), 1, device)
+    loop = best_seconds(lambda: reference_occlusion(model, images, window, stride), 1, device)
+    n = len(images)
+    return Result("occlusion", "images/s", n / ours, n / loop, "per-image per-window loop")
+
+
 def synthetic_heatmaps(n: int, classes: int, layer: int, size: int, seed: int):
     """Grad-CAM-like raw maps: class blobs at layer resolution, upsampled to size x size."""
     rng = np.random.default_rng(seed)
@@ -184,6 +200,7 @@ class EpochClock(L.Callback):
 MEASUREMENTS: dict[str, Callable[[Setup], Result]] = {
     "grad_cam": grad_cam_speed,
     "aopc": aopc_speed,
+    "occlusion": occlusion_speed,
     "eigen": eigen_speed,
     "callback": callback_share,
 }
@@ -213,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     parser.add_argument("--steps", type=int, default=10, help="AOPC perturbation steps")
     parser.add_argument("--region", type=int, default=34, help="AOPC region side in pixels")
+    parser.add_argument("--window", type=int, default=OcclusionConfig().window, help="occlusion window side in pixels")
+    parser.add_argument("--stride", type=int, default=OcclusionConfig().stride, help="occlusion stride in pixels")
     parser.add_argument("--eigen-images", type=int, default=2000, help="images for the eigen timing")
     parser.add_argument("--epoch-images", type=int, default=3200, help="training images of the callback epoch")
     parser.add_argument("--epoch-size", type=int, default=224, help="input side of the callback epoch (both sides scale with it)")

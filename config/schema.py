@@ -259,6 +259,34 @@ class AOPCConfig(Section):
     )
 
 
+class OcclusionConfig(Section):
+    """Occlusion sensitivity: how far each class's probability drops while a square of the input is hidden."""
+
+    window: int = Field(16, description="side of the hiding square, in input pixels", ge=1)
+    stride: int = Field(
+        8, description="step between squares, in input pixels; at most the window, so every pixel is hidden at least once", ge=1
+    )
+
+
+class SanityConfig(Section):
+    """Sanity checks of the heatmap methods (`cxrlab explain sanity`, `cxrlab evaluate --explain`)."""
+
+    methods: list[Annotated[str, METHODS]] = Field(
+        ["gradcam", "gradcampp", "activation", "occlusion"],
+        description="methods to check; the model-free edge control is always checked beside them",
+    )
+    per_class: int = Field(4, description="images per class the checks run on", ge=1)
+    bound: float = Field(
+        0.5,
+        description="a method passes model randomisation when its maps' rank correlation with the trained "
+        "model's falls below this once the top half of the network is randomised",
+        gt=0, lt=1,
+    )
+    stages: int | None = Field(
+        None, description="blocks randomised from the head down, one stage each (default: every block)", ge=1
+    )
+
+
 class AlarmConfig(Section):
     """Shortcut alarm: which heatmaps count as reading outside the anatomy, and how many make the model suspect."""
 
@@ -295,6 +323,8 @@ class ExplainConfig(Section):
         0.15, description="side of each corner square as a fraction of the image side", gt=0, le=0.5
     )
     alarm: AlarmConfig = Field(default_factory=AlarmConfig, description="shortcut alarm")
+    occlusion: OcclusionConfig = Field(default_factory=OcclusionConfig, description="occlusion sensitivity")
+    sanity: SanityConfig = Field(default_factory=SanityConfig, description="sanity checks of the heatmap methods")
 
 
 class TrustConfig(Section):

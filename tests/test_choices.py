@@ -20,8 +20,10 @@ from cxrlab.config import (
     SCHEDULERS,
     Balance,
     ConfigError,
+    ExplainConfig,
     FinetuneFixed,
     ModelConfig,
+    OcclusionConfig,
     Perturb,
     iter_fields,
     load_config,
@@ -99,7 +101,8 @@ def test_every_optimiser_and_schedule_steps(optimizer: str, scheduler: str) -> N
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_explains(method: str) -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    maps = heatmaps(model, model[1], torch.rand(3, 1, 8, 8), method)
+    settings = ExplainConfig(occlusion=OcclusionConfig(window=4, stride=2))  # occlusion's default window exceeds 8 px
+    maps = heatmaps(model, model[1], torch.rand(3, 1, 8, 8), method, settings=settings)
     assert maps.shape[0] == 3 and maps.shape[2:] == (8, 8) and torch.isfinite(maps).all()
     assert maps.shape[1] == (2 if METHODS.get(method).per_class else 1)
 

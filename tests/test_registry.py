@@ -48,7 +48,7 @@ def test_a_registered_method_is_listed_validated_and_explained(
 ) -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     help_text = " ".join(sub.choices["train"].format_help().split())
-    assert "(each one of gradcam, gradcampp, activation, toy)" in help_text
+    assert "(each one of gradcam, gradcampp, activation, occlusion, edge, toy)" in help_text
 
     assert load_config(overrides={"explain.methods": "gradcam,toy"}).explain.methods == ["gradcam", "toy"]
     with pytest.raises(ConfigError, match=r"explain.methods has 'toyy'; choose from .*toy \(did you mean 'toy'\?\)"):

@@ -14,10 +14,15 @@ from cxrlab.callbacks.explanations.gradcam import (
     resolve_layer,
 )
 from cxrlab.callbacks.explanations.methods import HeatmapMethod, heatmap_method, heatmaps, of_class
+from cxrlab.callbacks.explanations.occlusion import check_occlusion, occlusion_map
 from cxrlab.callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
+
+# isort: split
+# Registered last, so --help lists the model-free control after the methods that read the model.
+from cxrlab.callbacks.explanations.edge import edge_map
 
 __all__ = [
     "HeatmapMethod", "ShortcutVerdict", "activation_map", "aopc", "aopc_with_baseline", "body_mask",
-    "eigen_heatmaps", "grad_cam", "grad_cam_pp", "heatmap_method", "heatmaps", "mask_focus", "of_class",
-    "region_focus", "resolve_layer", "shortcut_verdict",
+    "check_occlusion", "edge_map", "eigen_heatmaps", "grad_cam", "grad_cam_pp", "heatmap_method", "heatmaps",
+    "mask_focus", "occlusion_map", "of_class", "region_focus", "resolve_layer", "shortcut_verdict",
 ]

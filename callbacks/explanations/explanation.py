@@ -64,7 +64,7 @@ def explain_images(
     x = images.to(device)
     with eval_mode(model), torch.no_grad():
         probs = torch.cat([model(b).float().softmax(1) for b in x.split(batch_size)]).cpu()
-    maps = {m: heatmaps(model, layer, x, m, batch_size).cpu() for m in settings.methods}
+    maps = {m: heatmaps(model, layer, x, m, batch_size, settings).cpu() for m in settings.methods}
     primary = settings.methods[0]
     preds = probs.argmax(1)
     focus_maps = of_class(maps[primary], preds)

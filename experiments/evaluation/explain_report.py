@@ -57,7 +57,7 @@ def _gallery(model: Any, rows: pd.DataFrame, cfg: Config, method: str) -> Any:
     """Overlays of each image's predicted-class heatmap at several alphas."""
     images = sample_images(model, rows, None, cfg.seed, cfg.data)
     pred = torch.tensor(rows["pred"].map({c: i for i, c in enumerate(model.classes)}).tolist())
-    maps = of_class(heatmaps(model, target_layer(model, cfg.explain), images.images, method), pred)
+    maps = of_class(heatmaps(model, target_layer(model, cfg.explain), images.images, method, settings=cfg.explain), pred)
     titles = [f"true {t}, predicted {p}" for t, p in zip(rows["label"], rows["pred"], strict=True)]
     return heatmap_grid(images.images[:, 0], maps, titles=titles, alphas=(0.3, 0.5, 0.7))
 

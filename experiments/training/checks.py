@@ -7,6 +7,7 @@ backbone's native input size and feature-map size), and so live above the models
 from __future__ import annotations
 
 from cxrlab.callbacks.explanations.aopc import check_grid
+from cxrlab.callbacks.explanations.occlusion import check_occlusion
 from cxrlab.config import Config, ConfigError, check_registered, flatten, last_n, shown, to_dict
 from cxrlab.lightning_modules.backbones import backbone_blocks, default_input_size, feature_map_size
 from cxrlab.lightning_modules.heads import check_pool
@@ -46,6 +47,8 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"trainer.monitor={t.monitor!r} needs explain.enabled: true")
     if x.enabled:
         check_grid(size, size, x.aopc.region, x.aopc.steps)
+    # Always: the sanity checks run occlusion by default, also with the epoch-end explanations off.
+    check_occlusion(size, size, x.occlusion.window, x.occlusion.stride)
 
 
 # What --resume may change: how long and how it trains, where it records, what it explains, where
