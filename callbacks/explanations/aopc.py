@@ -93,7 +93,7 @@ def _validate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _region_grid(height: int, width: int, region: int) -> torch.Tensor:
+def region_grid(height: int, width: int, region: int) -> torch.Tensor:
     """Region index [H, W] of each pixel for a grid of region x region squares (edges partial)."""
     rows = torch.arange(height) // region
     cols = torch.arange(width) // region
@@ -108,7 +108,7 @@ def _region_masses(heatmaps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return masses.index_add_(1, grid.reshape(-1).to(heatmaps.device), flat)
 
 
-def _perturbation_steps(
+def perturbation_steps(
     heatmaps: torch.Tensor, grid: torch.Tensor, order: str, seed: int
 ) -> torch.Tensor:
     """Step (1-based) at which each region is perturbed: [N, R], by mass (morf) or at random."""
@@ -196,7 +196,7 @@ class SoftmaxForward:
 
 
 @torch.no_grad()
-def _predict(forward: SoftmaxForward, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_probs(forward: SoftmaxForward, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Softmax probabilities [N, K] of the unperturbed images."""
     return torch.cat([
         forward(images[i:i + batch_size].to(forward.device)) for i in range(0, len(images), batch_size)
@@ -237,10 +237,10 @@ def _aopc_from_predictions(
 ) -> AOPCResult:
     """AOPC given the unperturbed probabilities, so baselines can share that forward pass."""
     height, width = images.shape[-2:]
-    grid = _region_grid(height, width, region)
+    grid = region_grid(height, width, region)
     maps = F.interpolate(heatmaps[:, None].to(torch.float64), size=(height, width),
                          mode="bilinear", align_corners=False)[:, 0]
-    step_of = _perturbation_steps(maps, grid, order, seed)
+    step_of = perturbation_steps(maps, grid, order, seed)
     pred = probs.argmax(dim=1).cpu()
     correct = pred == labels.cpu()
     index = torch.nonzero(correct)[:, 0]
@@ -275,7 +275,7 @@ def aopc(
     _validate(images, labels, heatmaps, region, steps, perturb, sigma, order, batch_size)
     with eval_mode(model):
         forward = SoftmaxForward(model, batch_size)
-        probs = _predict(forward, images, batch_size)
+        probs = predict_probs(forward, images, batch_size)
         return _aopc_from_predictions(forward, images, labels, heatmaps, probs, region, steps,
                                       perturb, sigma, order, seed, batch_size)
 
@@ -292,7 +292,7 @@ def aopc_with_baseline(
     args = (region, steps, perturb, sigma)
     with eval_mode(model):
         forward = SoftmaxForward(model, batch_size)
-        probs = _predict(forward, images, batch_size)
+        probs = predict_probs(forward, images, batch_size)
         morf = _aopc_from_predictions(forward, images, labels, heatmaps, probs, *args, "morf",
                                       seed, batch_size)
         rand = [

@@ -1,0 +1,1 @@
+"""Sanity checks of heatmap methods: model randomisation, ROAD, deletion and insertion, localisation."""
