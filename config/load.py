@@ -107,7 +107,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def _registered(value: Any, tp: Any, where: str, *, named: bool = True) -> None:
+def _registered(value: Any, tp: Any, where: str, *, named: bool = True, key: str | None = None) -> None:
     """Raise a ConfigError naming `where` when a registry-typed value is not registered (the
     message names the key too, unless `where` already does)."""
     registry = registry_of(tp)
@@ -115,19 +115,19 @@ def _registered(value: Any, tp: Any, where: str, *, named: bool = True) -> None:
         return
     for name in value if isinstance(value, list) else [value]:
         try:
-            registry.check(name, named=named)
+            registry.check(name, named=named, key=key)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
 
-def check_registered(section: BaseModel, where: str = "config") -> None:
+def check_registered(section: BaseModel, where: str = "config", prefix: str = "") -> None:
     """Check every registry-typed value of a validated config against its registry."""
     for name, info in type(section).model_fields.items():
         value = getattr(section, name)
         if is_section(info.annotation):
-            check_registered(value, where)
+            check_registered(value, where, f"{prefix}{name}.")
         else:
-            _registered(value, field_type(info), where)
+            _registered(value, field_type(info), where, key=f"{prefix}{name}")
 
 
 def from_dict(raw: dict[str, Any], where: str = "config") -> Config:

@@ -57,18 +57,19 @@ class Registry(Generic[T]):
         _load_builtins()
         return (*self.also, *self._entries)
 
-    def check(self, name: str, *, named: bool = True) -> str:
+    def check(self, name: str, *, named: bool = True, key: str | None = None) -> str:
         """`name` if the key takes it, else a one-line ConfigError with the choices (and the key,
-        when `named`)."""
+        when `named`: `key`, where another key than the registry's own takes its values)."""
         valid = self.names()
         if name in valid:
             return name
         options = f"{', '.join(valid)}{did_you_mean(str(name), valid)}"
         if not named:
             raise ConfigError(f"{shown(name)} is not one of {options}")
+        key = key or self.key
         if self.many:
-            raise ConfigError(f"{self.key} has {shown(name)}; choose from {options}")
-        raise ConfigError(f"{self.key}={shown(name)} is not one of {options}")
+            raise ConfigError(f"{key} has {shown(name)}; choose from {options}")
+        raise ConfigError(f"{key}={shown(name)} is not one of {options}")
 
     def get(self, name: str) -> T:
         """What `name` registers (a one-line ConfigError for an unknown name)."""

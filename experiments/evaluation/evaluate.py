@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrlab.callbacks import console
 from cxrlab.callbacks.explanations.shortcut import TAG as SHORTCUT_TAG
 from cxrlab.callbacks.trust.model_trust import trust_of
 from cxrlab.config import Config, from_dict, set_dotted, to_dict
@@ -158,7 +159,7 @@ def explain_sections(
     cfg: Config, out: Path, explain: bool, results: dict[str, Any],
 ) -> tuple[list[Section], list[Section]]:
     """The shortcut check that opens the report (unless explain.alarm.enabled is false) and, with
-    --explain, the explanation section; adds their metrics and the verdict to `results`."""
+    --explain, the explanation and sanity-check sections; adds their metrics and the verdict to `results`."""
     if not (explain or cfg.explain.alarm.enabled):
         return [], []
     from cxrlab.experiments.evaluation.explain_report import (
@@ -176,7 +177,18 @@ def explain_sections(
             "alarm": verdict.alarm, "share": verdict.share, "n_flagged": verdict.n_flagged,
             "n_judged": verdict.n_judged, "verdict": verdict.sentence(),
         }
-    extra = explain_report(model, preds, done, split, positive, cfg, out) if explain else []
+    extra = []
+    if explain:
+        from cxrlab.experiments.evaluation.sanity_report import (
+            run_sanity,
+            sanity_metrics,
+            sanity_section,
+        )
+
+        checks, images = run_sanity(model, data, split, cfg, None, progress=console.level() > console.QUIET)
+        results["metrics"] |= {f"{split}/{k}": v for k, v in sanity_metrics(checks).items() if math.isfinite(v)}
+        results["sanity"] = {name: c.numbers() for name, c in checks.items()}
+        extra = [*explain_report(model, preds, done, split, positive, cfg, out), sanity_section(checks, images, split, cfg, out)]
     return first, extra
 
 

@@ -69,14 +69,15 @@ class MethodSanity:
         }
 
     def verdict(self) -> str:
-        """One line: passes or fails model randomisation, and why."""
+        """One line: passes or fails model randomisation, and at which stage."""
         half = self.cascade[: (len(self.cascade) + 1) // 2]
-        low = min(half, key=lambda r: r.spearman)
         note = " (the model-free control: failing is what it is for)" if self.control else ""
-        if self.passes:
-            return (f"{self.method}: passes model randomisation: rank correlation {low.spearman:.2f} < "
-                    f"{self.bound:g} once {low.name} is randomised{note}")
-        return (f"{self.method}: FAILS model randomisation: rank correlation still {low.spearman:.2f} >= "
+        below = next((r for r in half if r.spearman < self.bound), None)
+        if below is not None:
+            return (f"{self.method}: passes model randomisation: rank correlation {below.spearman:.2f} < "
+                    f"{self.bound:g} once the network is randomised down to {below.name}{note}")
+        low = min(r.spearman for r in half)
+        return (f"{self.method}: FAILS model randomisation: rank correlation still {low:.2f} >= "
                 f"{self.bound:g} with the top half of the network randomised{note}")
 
 
