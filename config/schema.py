@@ -314,6 +314,10 @@ class ExplainConfig(Section):
     target_layer: str | None = Field(None, description="module name of the Grad-CAM layer (default: registry's)")
     aopc: AOPCConfig = Field(default_factory=AOPCConfig, description="AOPC settings")
     eigen: bool = Field(True, description="eigen-heatmaps (per-class PCA) and average-heatmap figures")
+    road: bool = Field(
+        False, description="ROAD gap of the first method at every explained epoch (explain/road_gap, a sweep "
+        "objective); each image and step costs a sparse solve, seconds per image at 224 px",
+    )
     display_size: int = Field(224, description="side of heatmaps for eigen-heatmaps and figures", ge=8)
     border_width: float = Field(
         0.1, description="width of the image border (where text and markers sit) as a fraction of the side",

@@ -377,3 +377,21 @@ def test_two_workers_on_postgresql(in_tmp_cwd: Path, folder_tree: Path, postgres
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
     assert len(children(outcome.parent_run_id)) == 2
+
+
+def test_road_gap_and_pointing_game_are_sweep_objectives(in_tmp_cwd: Path) -> None:
+    """The epoch-end pass logs explain/road_gap (explain.road) and explain/pointing_game (lesion masks),
+    so a study can optimise them."""
+    from cxrlab.datamodules.phantom import generate_phantom
+
+    generate_phantom(in_tmp_cwd / "phantom", n_per_class=6, size=32, seed=0, progress=False)
+    search = {"sampler": "random", "n_trials": 1, "objectives": ["explain/road_gap", "explain/pointing_game"],
+              "params": {"model.head": ["gap-linear"]}}
+    config = sweep_yaml(in_tmp_cwd / "sanity.yaml", search, **{
+        "data.root": str(in_tmp_cwd / "phantom"), "explain.enabled": True, "explain.road": True, "explain.eigen": False})
+    outcome = run_sweep(config, gpus="none")
+    (trial,) = load("sanity").trials
+    assert trial.state == TrialState.COMPLETE and len(trial.values) == 2
+    assert -1 <= trial.values[0] <= 1 and 0 <= trial.values[1] <= 1
+    (run,) = children(outcome.parent_run_id)
+    assert {"explain/road_gap", "explain/pointing_game"} <= set(run.data.metrics)

@@ -14,6 +14,8 @@ from cxrlab.callbacks.explanations.display import upsample
 from cxrlab.callbacks.explanations.eigen import EigenResult, eigen_heatmaps
 from cxrlab.callbacks.explanations.focus import mask_focus, region_focus
 from cxrlab.callbacks.explanations.methods import first_per_class, heatmaps, of_class
+from cxrlab.callbacks.explanations.sanity.localisation import lesion_mean, pointing_game
+from cxrlab.callbacks.explanations.sanity.road import road_curves, road_steps
 from cxrlab.callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
 from cxrlab.config import ExplainConfig
 from cxrlab.lightning_modules.eval_mode import eval_mode
@@ -33,6 +35,7 @@ class ExplanationSet:
     aopc: dict[str, Any] | None
     focus: dict[str, torch.Tensor]  # lung_focus, lesion_focus (with masks), border_focus, ...: [N], NaN undefined
     verdict: ShortcutVerdict | None  # None when the alarm is disabled
+    sanity: dict[str, float]  # road_gap (explain.road), pointing_game (lesion masks): sweep objectives
 
     @property
     def preds(self) -> torch.Tensor:
@@ -87,5 +90,25 @@ def explain_images(
         for name, masks in (("lung_focus", lung_masks), ("lesion_focus", lesion_masks)) if masks is not None
     }
     focus |= region_focus(focus_maps, images.cpu(), settings.border_width, settings.corner_size)
+    sanity = {} if focus_only else epoch_sanity(model, x, focus_maps, preds, lesion_masks, settings, seed, batch_size)
     verdict = shortcut_verdict(focus, settings.alarm) if settings.alarm.enabled else None
-    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict)
+    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict, sanity)
+
+
+def epoch_sanity(
+    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, preds: torch.Tensor, lesion_masks: torch.Tensor | None,
+    settings: ExplainConfig, seed: int, batch_size: int,
+) -> dict[str, float]:
+    """The sanity numbers cheap enough for every explained epoch: the pointing game where lesion
+    masks exist, and the ROAD gap when explain.road is on."""
+    out = {}
+    hits = lesion_mean(pointing_game(maps, lesion_masks), lesion_masks) if lesion_masks is not None else None
+    if hits is not None:
+        out["pointing_game"] = hits
+    if settings.road:
+        a = settings.aopc
+        steps = road_steps(*x.shape[-2:], a.region, a.steps)
+        road = road_curves(model, x, maps.to(x.device), preds.to(x.device), region=a.region, steps=steps, seed=seed,
+                           batch_size=batch_size)
+        out["road_gap"] = road.gap
+    return out

@@ -34,6 +34,7 @@ def explanation_metrics(es: ExplanationSet, prefix: str = "explain/") -> dict[st
         value = _nanmean(values)
         if value is not None:
             out[prefix + name] = value
+    out |= {prefix + name: value for name, value in es.sanity.items()}
     if es.verdict is not None and es.verdict.n_judged:
         out[prefix + "shortcut_share"] = es.verdict.share
         out[prefix + "shortcut_alarm"] = float(es.verdict.alarm)

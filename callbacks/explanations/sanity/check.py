@@ -14,7 +14,11 @@ from torch import nn
 
 from cxrlab.callbacks.explanations.explanation import target_layer
 from cxrlab.callbacks.explanations.sanity.deletion import DeletionInsertion, deletion_insertion
-from cxrlab.callbacks.explanations.sanity.localisation import pointing_game, relevance_rank_accuracy
+from cxrlab.callbacks.explanations.sanity.localisation import (
+    lesion_mean,
+    pointing_game,
+    relevance_rank_accuracy,
+)
 from cxrlab.callbacks.explanations.sanity.randomisation import (
     StageResult,
     cascading_randomisation,
@@ -23,7 +27,7 @@ from cxrlab.callbacks.explanations.sanity.randomisation import (
     passes,
     randomisation_stages,
 )
-from cxrlab.callbacks.explanations.sanity.road import RoadResult, road_curves
+from cxrlab.callbacks.explanations.sanity.road import RoadResult, road_curves, road_steps
 from cxrlab.config import ExplainConfig
 from cxrlab.lightning_modules.eval_mode import eval_mode
 
@@ -87,14 +91,6 @@ def checked_methods(settings: ExplainConfig) -> list[str]:
     return methods if CONTROL in methods else [*methods, CONTROL]
 
 
-def _share(hits: torch.Tensor, masks: torch.Tensor | None) -> float | None:
-    # Only images with a lesion can point at it (a normal film's mask is empty).
-    if masks is None:
-        return None
-    has = masks.flatten(1).any(1)
-    return float(hits[has].float().mean()) if has.any() else None
-
-
 def sanity_checks(
     model: nn.Module,
     images: torch.Tensor,
@@ -119,13 +115,13 @@ def sanity_checks(
         seconds = (time.perf_counter() - start) / len(images)
         cascade = cascading_randomisation(model, images, preds, explain, stages, seed)
         independent = independent_randomisation(model, images, preds, explain, stages, seed)
-        road = road_curves(model, images, maps, preds, region=a.region, steps=a.steps, seed=seed, batch_size=batch_size)
+        road = road_curves(model, images, maps, preds, region=a.region, steps=road_steps(*images.shape[-2:], a.region, a.steps),
+                           seed=seed, batch_size=batch_size)
         curves = deletion_insertion(model, images, maps, preds, region=a.region, steps=a.steps, batch_size=batch_size)
         hits = rank = None
         if lesion_masks is not None:
-            hits = _share(pointing_game(maps, lesion_masks), lesion_masks)
-            # NaN for an empty mask: the mean is over images with a lesion, as the hit rate is.
-            rank = float(relevance_rank_accuracy(maps, lesion_masks).nanmean()) if hits is not None else None
+            hits = lesion_mean(pointing_game(maps, lesion_masks), lesion_masks)
+            rank = lesion_mean(relevance_rank_accuracy(maps, lesion_masks), lesion_masks)
         out[method] = MethodSanity(
             method, maps.detach().cpu(), cascade, independent, passes(cascade, settings.sanity.bound), settings.sanity.bound,
             road, curves, hits, rank, seconds,

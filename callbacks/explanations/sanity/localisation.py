@@ -44,3 +44,10 @@ def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Te
     top = torch.arange(up.shape[1], device=up.device)[None] < k[:, None]
     # an empty mask gives 0 / 0 = NaN: no top-K to judge
     return (ranked_inside & top).sum(dim=1).double() / k
+
+
+def lesion_mean(values: torch.Tensor, masks: torch.Tensor) -> float | None:
+    """The mean of per-image `values` over the images with a lesion (a normal film's mask is empty
+    and cannot be pointed at); None when no image has one."""
+    has = masks.flatten(1).bool().any(1)
+    return float(values[has].double().mean()) if has.any() else None

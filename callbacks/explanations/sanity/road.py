@@ -113,6 +113,11 @@ def _solve(values: np.ndarray, gone: np.ndarray) -> np.ndarray:
     return np.asarray(spsolve(system.tocsc(), rhs)).reshape(n, -1).T
 
 
+def road_steps(height: int, width: int, region: int, steps: int) -> int:
+    """The AOPC grid's steps, less one where they would remove every region (ROAD imputes from what is left)."""
+    return min(steps, grid_regions(height, width, region) - 1)
+
+
 def road_curves(
     model: nn.Module, images: torch.Tensor, maps: torch.Tensor,
     classes: torch.Tensor | None = None, *, region: int = DEFAULTS.region,
