@@ -20,11 +20,10 @@ from torch import Tensor, nn
 
 from cxrlab.callbacks.explanations.sanity.randomisation import (
     StageResult,
-    cascading_randomisation,
     check_randomisation,
-    independent_randomisation,
     method_explainer,
     passes,
+    randomisation,
     randomisation_stages,
     randomise,
 )
@@ -132,7 +131,7 @@ def test_cascade_leaves_the_model_and_records_every_stage(resnet: CXRClassifier)
     before = {k: v.clone() for k, v in resnet.state_dict().items()}
     x, y = torch.rand(3, 1, 64, 64), torch.tensor([0, 1, 2])
     stages = randomisation_stages(resnet, 2)
-    results = cascading_randomisation(resnet, x, y, method_explainer("gradcam", resnet.target_layer), stages)
+    results = randomisation(resnet, x, y, method_explainer("gradcam", resnet.target_layer), stages)
     assert resnet.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in resnet.state_dict().items())
     assert [r.name for r in results] == [name for name, _ in stages]
@@ -141,15 +140,15 @@ def test_cascade_leaves_the_model_and_records_every_stage(resnet: CXRClassifier)
         assert r.maps.shape == (3, 2, 2)  # layer4 at 64 px; compared upsampled to 64 x 64
         assert r.spearman == pytest.approx(float(r.spearman_per_image.mean()))
     # Same seed, same stages: the same numbers.
-    again = cascading_randomisation(resnet, x, y, method_explainer("gradcam", resnet.target_layer), stages)
+    again = randomisation(resnet, x, y, method_explainer("gradcam", resnet.target_layer), stages)
     assert [r.spearman for r in again] == [r.spearman for r in results]
 
 
 def test_model_independent_maps_stay_and_fail(resnet: CXRClassifier) -> None:
     x, y = torch.rand(3, 1, 64, 64), torch.tensor([0, 1, 2])
     stages = randomisation_stages(resnet)
-    for run in (cascading_randomisation, independent_randomisation):
-        results = run(resnet, x, y, intensity, stages)
+    for cascading in (True, False):
+        results = randomisation(resnet, x, y, intensity, stages, cascading=cascading)
         assert all(r.spearman == pytest.approx(1.0, abs=1e-9) and r.ssim == pytest.approx(1.0, abs=1e-9) for r in results)
         assert not passes(results, 0.5)
 
@@ -209,7 +208,7 @@ def test_per_stage_spearman_equals_quantus_mprt() -> None:
     layers = [name for name, m in model.named_modules() if hasattr(m, "reset_parameters")][::-1]
     assert list(theirs) == ["original", *layers] == ["original", "fc", "conv2", "bn", "conv1"]
 
-    ours = cascading_randomisation(model, x, y, explain, [(name, [name]) for name in layers], seed=43)
+    ours = randomisation(model, x, y, explain, [(name, [name]) for name in layers], seed=43)
     for result in ours:
         quantus_rho = np.asarray(theirs[result.name])
         blank = np.isnan(quantus_rho)
@@ -262,6 +261,6 @@ def test_trained_gradcam_passes_and_model_free_control_fails(trained: CXRClassif
     assert passed
     assert min(r.spearman for r in results[: math.ceil(len(results) / 2)]) < config.explain.sanity.bound - 0.2
 
-    control = cascading_randomisation(trained, images, classes, intensity, randomisation_stages(trained))
+    control = randomisation(trained, images, classes, intensity, randomisation_stages(trained))
     assert all(r.spearman == pytest.approx(1.0, abs=1e-9) for r in control)
     assert not passes(control, config.explain.sanity.bound)

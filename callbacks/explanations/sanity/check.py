@@ -21,10 +21,9 @@ from cxrlab.callbacks.explanations.sanity.localisation import (
 )
 from cxrlab.callbacks.explanations.sanity.randomisation import (
     StageResult,
-    cascading_randomisation,
-    independent_randomisation,
     method_explainer,
     passes,
+    randomisation,
     randomisation_stages,
 )
 from cxrlab.callbacks.explanations.sanity.road import RoadResult, road_curves, road_steps
@@ -113,8 +112,9 @@ def sanity_checks(
         start = time.perf_counter()
         maps = explain(model, images, preds)
         seconds = (time.perf_counter() - start) / len(images)
-        cascade = cascading_randomisation(model, images, preds, explain, stages, seed)
-        independent = independent_randomisation(model, images, preds, explain, stages, seed)
+        # The trained model's maps serve both runs, and ROAD, deletion and localisation below.
+        cascade = randomisation(model, images, preds, explain, stages, seed, reference=maps)
+        independent = randomisation(model, images, preds, explain, stages, seed, cascading=False, reference=maps)
         road = road_curves(model, images, maps, preds, region=a.region, steps=road_steps(*images.shape[-2:], a.region, a.steps),
                            seed=seed, batch_size=batch_size)
         curves = deletion_insertion(model, images, maps, preds, region=a.region, steps=a.steps, batch_size=batch_size)

@@ -74,7 +74,7 @@ def randomise(module: nn.Module, seed: int) -> None:
                 m.reset_parameters()
 
 
-def cascading_randomisation(
+def randomisation(
     model: nn.Module,
     images: Tensor,
     classes: Tensor,
@@ -82,31 +82,18 @@ def cascading_randomisation(
     stages: Sequence[Stage],
     seed: int = 0,
     absolute: bool = True,
+    cascading: bool = True,
+    reference: Tensor | None = None,
 ) -> list[StageResult]:
-    """Randomise the stages one after another, cumulatively, on a copy of `model`; one result per stage."""
-    reference = explain(model, images, classes)
+    """One result per stage, each compared with the trained model's maps (`reference`, computed
+    when not given): `cascading` randomises the stages one after another, cumulatively, on one copy
+    of `model`; otherwise each stage alone on a fresh copy."""
+    reference = explain(model, images, classes) if reference is None else reference
     randomised = deepcopy(model)
     results = []
     for name, modules in stages:
-        _randomise_stage(randomised, modules, seed)
-        results.append(_compare(name, reference, explain(randomised, images, classes), images, absolute))
-    return results
-
-
-def independent_randomisation(
-    model: nn.Module,
-    images: Tensor,
-    classes: Tensor,
-    explain: Explain,
-    stages: Sequence[Stage],
-    seed: int = 0,
-    absolute: bool = True,
-) -> list[StageResult]:
-    """Randomise each stage alone on a fresh copy of `model`; one result per stage."""
-    reference = explain(model, images, classes)
-    results = []
-    for name, modules in stages:
-        randomised = deepcopy(model)
+        if not cascading:
+            randomised = deepcopy(model)
         _randomise_stage(randomised, modules, seed)
         results.append(_compare(name, reference, explain(randomised, images, classes), images, absolute))
     return results
@@ -160,5 +147,5 @@ def check_randomisation(
     """The cascade of explain.sanity (its stages and bound) for one method, and whether it passes."""
     explain = method_explainer(method, target_layer(model, settings), batch_size, settings)
     stages = randomisation_stages(model, settings.sanity.stages)
-    results = cascading_randomisation(model, images, classes, explain, stages, seed)
+    results = randomisation(model, images, classes, explain, stages, seed)
     return results, passes(results, settings.sanity.bound)
