@@ -60,7 +60,8 @@ def covidx(base: Path) -> Path:
 
 def test_every_source_is_registered_once() -> None:
     assert source_names() == (
-        "csv", "phantom", "folder", "kermany", "coronahack", "covid_radiography", "cohen", "covidx", "combine"
+        "csv", "phantom", "folder", "kermany", "coronahack", "covid_radiography", "cohen", "covidx", "nih", "chexpert",
+        "mimic_cxr_jpg", "padchest", "rsna_pneumonia", "combine"
     )
 
 

@@ -12,6 +12,11 @@ from cxrlab.datamodules.sources import coronahack  # noqa: F401
 from cxrlab.datamodules.sources import covid_radiography  # noqa: F401
 from cxrlab.datamodules.sources import cohen  # noqa: F401
 from cxrlab.datamodules.sources import covidx  # noqa: F401
+from cxrlab.datamodules.sources import nih  # noqa: F401
+from cxrlab.datamodules.sources import chexpert  # noqa: F401
+from cxrlab.datamodules.sources import mimic_cxr_jpg  # noqa: F401
+from cxrlab.datamodules.sources import padchest  # noqa: F401
+from cxrlab.datamodules.sources import rsna_pneumonia  # noqa: F401
 from cxrlab.datamodules.sources import combine  # noqa: F401
 # isort: on
 from cxrlab.datamodules.sources.csv_folder import csv_source, folder_source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -10,10 +11,13 @@ import pandas as pd
 
 from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.images import IMAGE_SUFFIXES
+from cxrlab.datamodules.sources.findings import NEGATIVE, POSITIVE, PREFIX, UNCERTAIN
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
 from cxrlab.datamodules.sources.screen import strict_error
 from cxrlab.datamodules.sources.table import OPTIONAL_PATHS, REQUIRED, SPLITS
+
+FINDING_VALUES = (POSITIVE, NEGATIVE, UNCERTAIN)
 
 
 def _resolve(table: pd.DataFrame, base: Path, column: str) -> pd.Series:
@@ -29,7 +33,8 @@ def _resolve(table: pd.DataFrame, base: Path, column: str) -> pd.Series:
 
 
 def csv_source(csv_path: str | Path, name: str | None = None) -> pd.DataFrame:
-    """A CSV with path,label[,patient_id,mask_path,lesion_path,split]; paths relative to its folder."""
+    """A CSV with path,label[,patient_id,mask_path,lesion_path,split,finding:<name>...]; paths relative
+    to its folder. finding:<name> columns (1, 0, -1 or blank) make it a multi-label table."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: CSV not found; set data.root to an existing CSV file")
@@ -66,8 +71,23 @@ def csv_source(csv_path: str | Path, name: str | None = None) -> pd.DataFrame:
             raise ValueError(f"{csv_path}: column split has {bad}; use train, val, test or leave empty")
         if (table["split"] == "").any():
             table = table.drop(columns="split")
+    for col in (c for c in table.columns if c.startswith(PREFIX)):
+        table[col] = _finding_values(table[col], csv_path)
     table["source"] = name or csv_path.parent.name
     return table
+
+
+def _finding_values(column: pd.Series, csv_path: Path) -> pd.Series:
+    """A finding:<name> column as 1.0 / 0.0 / -1.0 / NaN (blank); anything else is an error naming the line."""
+    values = pd.to_numeric(column.replace("", math.nan), errors="coerce")
+    bad = column.index[(values.isna() & (column != "")) | ~(values.isna() | values.isin(FINDING_VALUES))]
+    if len(bad):
+        line = int(bad[0]) + 2  # the header line and 1-based lines
+        raise ValueError(
+            f"{csv_path}: column {column.name} has {column[bad[0]]!r} on line {line}; use 1 (present), "
+            "0 (absent), -1 (uncertain) or leave it blank (not stated)"
+        )
+    return values.astype(float)
 
 
 def folder_source(root: str | Path, strict: bool = False) -> pd.DataFrame:

@@ -31,6 +31,7 @@ class Source:
     summary: str
     folder: str  # what data.root points at, as the dataset is downloaded
     official_split: bool = False  # the table carries the dataset's own split (official_split)
+    findings: tuple[str, ...] = ()  # multi-label sources: the dataset's own findings (data.labels default)
 
 
 def register(
@@ -40,11 +41,12 @@ def register(
     folder: str,
     detect: Detector | None = None,
     official_split: bool = False,
+    findings: tuple[str, ...] = (),
 ) -> Callable[[Loader], Loader]:
     """Decorator: register a loader as the data source `name`."""
 
     def add(load: Loader) -> Loader:
-        SOURCES.add(name, Source(name, load, detect, summary, folder, official_split))
+        SOURCES.add(name, Source(name, load, detect, summary, folder, official_split, findings))
         return load
 
     return add
