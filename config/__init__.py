@@ -13,6 +13,8 @@ from cxrlab.config.choices import (
     OtherLabels,
     Perturb,
     StartMethod,
+    Task,
+    Uncertain,
     finetune_options,
     is_finetune,
     last_n,
@@ -52,7 +54,7 @@ from cxrlab.config.schema import (
 __all__ = [
     "MAX_TABLE_BYTES", "check_size", "HEADS", "METHODS", "OPTIMIZERS", "SCHEDULERS", "SOURCES", "AOPCConfig", "AlarmConfig", "AugmentConfig",
     "Balance", "Config", "ConfigError", "DataConfig", "DicomWindow", "ExplainConfig", "FinetuneFixed", "Mode",
-    "ModelConfig", "OcclusionConfig", "OtherLabels", "SanityConfig", "Perturb", "Registry", "StartMethod", "TrackingConfig", "TrainerConfig", "TrustConfig",
+    "ModelConfig", "OcclusionConfig", "OtherLabels", "SanityConfig", "Perturb", "Registry", "StartMethod", "Task", "TrackingConfig", "TrainerConfig", "TrustConfig", "Uncertain",
     "bounds", "check_registered", "choices", "coerce", "did_you_mean", "finetune_options", "first_line",
     "flatten", "from_dict", "is_finetune", "iter_fields", "last_n", "load_config", "options", "range_text",
     "read_yaml", "registry_of", "set_dotted", "shown", "to_dict", "to_yaml", "type_name",

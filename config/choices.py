@@ -9,6 +9,10 @@ import re
 from typing import Any, Literal, get_args
 
 Balance = Literal["none", "downsample", "oversample", "augment_minority"]
+# auto: multilabel when the source carries finding columns (NIH, CheXpert, ...), else multiclass.
+Task = Literal["auto", "multiclass", "multilabel"]
+# What an uncertain (-1) label becomes: CheXpert's U-Ignore (masked), U-Ones and U-Zeros.
+Uncertain = Literal["ignore", "ones", "zeros"]
 OtherLabels = Literal["error", "drop"]
 DicomWindow = Literal["auto", "voi", "percentile"]
 StartMethod = Literal["auto", "fork", "spawn", "forkserver"]

@@ -70,6 +70,21 @@ class DataConfig(Section):
     combine_labels: dict[str, list[str]] = Field(
         {}, description="source=combine: keep only these labels of a part, e.g. {cohen: [covid]}"
     )
+    task: choices.Task = Field(
+        "auto", description="multiclass = one label per image (softmax); multilabel = any number of findings per "
+        "image (a sigmoid each, masked BCE); auto = multilabel when the source has finding columns (nih, chexpert, "
+        "mimic_cxr_jpg, padchest, rsna_pneumonia, a CSV with finding:<name> columns)"
+    )
+    labels: list[str] | None = Field(
+        None, description="multilabel: the findings to train on, in output order (default: the dataset's own list)"
+    )
+    uncertain: choices.Uncertain = Field(
+        "ignore", description="multilabel: an uncertain (-1) label is masked out of the loss (ignore), or counted "
+        "as present (ones) or absent (zeros); a blank label is always masked"
+    )
+    uncertain_by_label: dict[str, choices.Uncertain] = Field(
+        {}, description="multilabel: data.uncertain per finding, e.g. {Atelectasis: ones, Edema: ones}"
+    )
     classes: list[str] | None = Field(None, description="class names in output order (default: sorted labels found)")
     label_map: dict[str, str] = Field(
         {}, description="rename/merge labels first, e.g. {bacteria: pneumonia, virus: pneumonia}"
@@ -143,6 +158,10 @@ class DataConfig(Section):
             raise invalid(f"data.classes has duplicates: {self.classes}")
         if self.other_labels == "drop" and self.classes is None:
             raise invalid("data.other_labels=drop needs data.classes (the labels to keep)")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise invalid(f"data.labels has duplicates: {self.labels}")
+        if self.task == "multiclass" and (self.labels is not None or self.uncertain_by_label):
+            raise invalid("data.labels and data.uncertain_by_label are for data.task: multilabel; drop them")
         if self.official_split and self.folds is not None:
             raise invalid(f"data.official_split and data.folds={self.folds} exclude each other; drop one")
         return self
@@ -152,7 +171,11 @@ class ModelConfig(Section):
     """Backbone, head, fine-tuning policy and optimiser."""
 
     backbone: str = Field("resnet18", description="registry name (see `cxrlab models`) or timm:<name>")
-    weights: str = Field("none", description="imagenet, none, or the PATH of a state dict or cxrlab checkpoint")
+    weights: str = Field(
+        "none", description="imagenet, none, or the PATH of a state dict, a cxrlab checkpoint, or torchxrayvision "
+        "DenseNet-121 weights converted by `cxrlab models import` (backbone densenet121; 1-channel input scaled "
+        "to [-1024, 1024], no ImageNet mean/std)"
+    )
     head: Annotated[str, HEADS] = Field("gap-linear", description="classification head on the backbone's feature maps")
     hidden: int = Field(256, description="hidden units of the mlp heads", ge=1)
     pool: int = Field(4, description="max-pool kernel and stride of the maxpool-mlp head", ge=1)
@@ -212,7 +235,10 @@ class TrainerConfig(Section):
     accumulate_grad_batches: int = Field(1, description="gradient accumulation", ge=1)
     gradient_clip_val: float | None = Field(None, description="clip gradient norm at this value", gt=0)
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
-    monitor: str = Field("val/macro_f1", description="metric that picks the best checkpoint and early-stops")
+    monitor: str = Field(
+        "auto", description="metric that picks the best checkpoint and early-stops (auto = val/macro_f1, or "
+        "val/macro_auroc for data.task: multilabel)"
+    )
     mode: choices.Mode = Field("max", description="direction of the monitor")
     patience: int | None = Field(None, description="early-stopping patience in epochs (none = off)", ge=1)
     enable_progress_bar: bool = Field(True, description="show the progress bar")

@@ -20,6 +20,7 @@ from cxrlab.datamodules.decode_cache import DecodeCache
 from cxrlab.datamodules.image_header import small_images
 from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image
 from cxrlab.datamodules.loader_workers import start_worker
+from cxrlab.datamodules.multilabel_splits import multilabel_holdout_split, multilabel_kfold_split
 from cxrlab.datamodules.sources import load_source, resolve_classes, select_labels
 from cxrlab.datamodules.sources.screen import strict_error
 from cxrlab.datamodules.sources.table import SKIPPED_COLUMNS
@@ -33,6 +34,13 @@ from cxrlab.datamodules.splits import (
     oversample_index,
     split_leaks,
 )
+from cxrlab.datamodules.targets import (
+    class_targets,
+    label_targets,
+    pos_weights,
+    resolve_labels,
+    resolve_task,
+)
 from cxrlab.datamodules.transforms import eval_transform, train_transform
 
 
@@ -40,6 +48,7 @@ class CXRDataset(Dataset):
     """Images of a sample table as ([1, S, S] float tensor in [0, 1], class index) pairs.
 
     Labels outside `classes` get index -1 (evaluate reports unseen classes; training never sees them).
+    Multi-label targets (`cxrlab.datamodules.targets.label_targets`) come as [L] float tensors instead.
     With a decode cache, images come from it already cropped and resized (8-bit), so `transform`
     must not crop again; its resize to the same size is a no-op.
     """
@@ -51,22 +60,23 @@ class CXRDataset(Dataset):
         transform: Any,
         decoding: Decoding = DEFAULT_DECODING,
         cache: DecodeCache | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         self.paths = table["path"].tolist()
-        index = {c: i for i, c in enumerate(classes)}
-        self.targets = np.array([index.get(label, -1) for label in table["label"]], dtype=np.int64)
+        self.targets = class_targets(table, classes) if targets is None else targets
         self.transform = transform
         self.decoding, self.cache = decoding, cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         if self.cache is not None:
             x = torch.from_numpy(self.cache.get(self.paths[i])).float().div_(255)[None]
         else:
             x = torch.from_numpy(read_image(self.paths[i], self.decoding))[None]
-        return self.transform(x), int(self.targets[i])
+        y = self.targets[i]
+        return self.transform(x), torch.from_numpy(y) if y.ndim else int(y)
 
 
 def drop_skipped(table: pd.DataFrame, bad: pd.DataFrame, what: str, strict: bool) -> pd.DataFrame:
@@ -122,8 +132,9 @@ class CXRDataModule(L.LightningDataModule):
         self.seed = seed
         self.image_size: int = data.image_size
         self.table: pd.DataFrame | None = None
-        self.classes: list[str] = []
-        self.class_weights: list[float] | None = None
+        self.classes: list[str] = []  # the classes, or the findings of a multi-label task
+        self.task = "multiclass"
+        self.class_weights: list[float] | None = None  # multi-label: the per-label BCE pos_weight
         self.skipped = pd.DataFrame(columns=["path", "error"])
         self.datasets: dict[str, Dataset] = {}
         self.decoding = Decoding.from_data(data)
@@ -142,8 +153,18 @@ class CXRDataModule(L.LightningDataModule):
             return self.table
         data, where = self.data, self.where
         loaded = load_source(data)
-        table = select_labels(loaded.table, data.label_map, data.classes, data.other_labels)
-        self.classes = resolve_classes(table, data.classes, where)
+        self.task = resolve_task(loaded.table, data, where)
+        if self.multilabel:
+            if data.balance != "none":
+                raise ValueError(
+                    f"data.balance={data.balance} balances one label per image; for data.task: multilabel use "
+                    "data.class_weights: true (a BCE pos_weight per finding)"
+                )
+            table = loaded.table
+            self.classes = resolve_labels(table, data.labels, where)
+        else:
+            table = select_labels(loaded.table, data.label_map, data.classes, data.other_labels)
+            self.classes = resolve_classes(table, data.classes, where)
         self.skipped = loaded.skipped
         if data.verify_images or self.cache is not None:
             small = pd.DataFrame(small_images(table["path"].tolist(), data.min_image_size), columns=SKIPPED_COLUMNS)
@@ -151,24 +172,54 @@ class CXRDataModule(L.LightningDataModule):
             bad = pd.concat([small, self._check_images(rest)], ignore_index=True)
             if len(bad):
                 table = drop_skipped(table, bad, f"{where}: skipped {len(bad)} unreadable or too small image(s)", data.strict)
-                resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
+                if not self.multilabel:
+                    resolve_classes(table, self.classes, f"{where} (after skipping unreadable images)")
             self.skipped = pd.concat([self.skipped, bad], ignore_index=True)
         if data.balance == "downsample":
             table = downsample(table, self.seed)
         table = table.reset_index(drop=True)
         if "split" not in table.columns:
+            holdout = multilabel_holdout_split if self.multilabel else holdout_split
             if data.official_split:
-                table["split"] = official_split(table, data.split, self.seed, where)
+                table["split"] = official_split(table, data.split, self.seed, where, holdout)
                 _warn_leaks(table, where)
             elif data.folds is not None:
-                table["split"] = kfold_split(table, data.folds, data.fold, self.seed)
+                kfold = multilabel_kfold_split if self.multilabel else kfold_split
+                table["split"] = kfold(table, data.folds, data.fold, self.seed)
             else:
-                table["split"] = holdout_split(table, data.split, self.seed)
-        self._check_splits(table)
-        train_labels = table.loc[table["split"] == "train", "label"]
-        self.class_weights = class_weights(train_labels, self.classes) if data.class_weights else None
+                table["split"] = holdout(table, data.split, self.seed)
+        train = table[table["split"] == "train"]
+        if self.multilabel:
+            self._check_label_splits(table)
+            weights = pos_weights(self.targets(train))
+        else:
+            self._check_splits(table)
+            weights = class_weights(train["label"], self.classes)
+        self.class_weights = weights if data.class_weights else None
         self.table = table
         return table
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each image carries any number of findings (sigmoid outputs) instead of one class."""
+        return self.task == "multilabel"
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        """The training targets of some rows: class indices, or [N, L] findings (NaN masked)."""
+        return label_targets(rows, self.classes, self.data) if self.multilabel else class_targets(rows, self.classes)
+
+    def _check_label_splits(self, table: pd.DataFrame) -> None:
+        """Warn, per split, about findings without a positive image: the model cannot learn them from
+        train, and val cannot score them (they drop out of the macro averages)."""
+        for split in ("train", "val"):
+            targets = self.targets(table[table["split"] == split])
+            absent = [c for c, n in zip(self.classes, (targets == 1).sum(axis=0), strict=True) if n == 0]
+            if absent:
+                warnings.warn(
+                    f"{self.where}: the {split} split has no positive image of {absent}; add data, drop them "
+                    "from data.labels, or change data.split / data.seed",
+                    stacklevel=3,
+                )
 
     def _check_images(self, paths: list[str]) -> pd.DataFrame:
         """Unreadable images as (path, error); with a cache, building it is the check (images
@@ -216,7 +267,7 @@ class CXRDataModule(L.LightningDataModule):
             train_transform(self.image_size, margin, self.data.augment) if augmented
             else eval_transform(self.image_size, margin)
         )
-        return CXRDataset(rows, self.classes, transform, self.decoding, self.cache)
+        return CXRDataset(rows, self.classes, transform, self.decoding, self.cache, self.targets(rows))
 
     def plain_loader(self, split: str, limit: int) -> DataLoader:
         """A split as evaluation sees it (no augmentation, no balancing), at most `limit` of its

@@ -23,6 +23,15 @@ from cxrlab.config import DataConfig
 from cxrlab.datamodules.image_header import read_header
 from cxrlab.datamodules.images import Decoding, read_image
 from cxrlab.datamodules.sources import load_source
+from cxrlab.datamodules.sources.findings import (
+    NEGATIVE,
+    NO_FINDING,
+    POSITIVE,
+    UNCERTAIN,
+    finding_column,
+    finding_names,
+    is_multilabel,
+)
 from cxrlab.datamodules.splits import split_leaks
 
 NUMERIC = {"file_kb": "file size (KB)", "width": "width (px)", "height": "height (px)"}
@@ -129,9 +138,42 @@ def confounder_warnings(images: pd.DataFrame) -> list[str]:
     return out
 
 
+def finding_confounders(images: pd.DataFrame) -> list[str]:
+    """Multi-label: confounder_warnings of each finding's present against absent images."""
+    out = []
+    for name in finding_names(images):
+        values = images[finding_column(name)]
+        known = images[values.isin((POSITIVE, NEGATIVE))]
+        told = known.assign(label=np.where(known[finding_column(name)] == POSITIVE, name, f"no {name}"))
+        out += confounder_warnings(told)
+    return out
+
+
+def finding_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Multi-label: per finding, images present / absent / uncertain / not stated, and the uncertain share."""
+    rows = []
+    for name in finding_names(images):
+        v = images[finding_column(name)]
+        n_uncertain = int((v == UNCERTAIN).sum())
+        rows.append({"finding": name, "present": int((v == POSITIVE).sum()), "absent": int((v == NEGATIVE).sum()),
+                     "uncertain": n_uncertain, "not stated": int(v.isna().sum()),
+                     "uncertain share": round(n_uncertain / len(v), 3) if len(v) else 0.0})
+    return pd.DataFrame(rows).set_index("finding")
+
+
+def cooccurrence_table(images: pd.DataFrame) -> pd.DataFrame:
+    """Multi-label: images where both findings are present (the diagonal: each alone or not)."""
+    names = finding_names(images)
+    present = (images[[finding_column(n) for n in names]] == POSITIVE).astype(int).to_numpy()
+    return pd.DataFrame(present.T @ present, index=names, columns=names)
+
+
 def property_stats(images: pd.DataFrame) -> pd.DataFrame:
-    """Per class: images, width/height/file-size ranges and medians, bit depths and modes."""
+    """Per class (multi-label: films with any finding against films with none): images,
+    width/height/file-size ranges and medians, bit depths and modes."""
     ok = images[images["error"] == ""]
+    if is_multilabel(ok):
+        ok = ok.assign(label=np.where(ok["label"] == NO_FINDING, NO_FINDING, "any finding"))
     rows = []
     for label, g in ok.groupby("label"):
         row: dict[str, Any] = {"label": label, "images": len(g)}
@@ -147,6 +189,8 @@ def property_stats(images: pd.DataFrame) -> pd.DataFrame:
 
 def count_tables(images: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Images per class x official split, per class x source, and patients per class."""
+    if is_multilabel(images):
+        return _finding_tables(images)
     out = {}
     if "official_split" in images.columns:
         out["class_by_split"] = pd.crosstab(images["label"], images["official_split"].replace("", "none"), margins=True)
@@ -155,6 +199,29 @@ def count_tables(images: pd.DataFrame) -> dict[str, pd.DataFrame]:
     patients = images.groupby("label")["patient_id"].nunique().rename("patients")
     out["patients"] = pd.concat([images["label"].value_counts().rename("images"), patients], axis=1)
     out["images_per_patient"] = per_patient.describe()[["min", "50%", "max"]].rename({"50%": "median"}).to_frame("images")
+    if "view" in images.columns:
+        out["views"] = _views(images)
+    return out
+
+
+def _views(images: pd.DataFrame) -> pd.DataFrame:
+    return images["view"].replace("", "not recorded").value_counts().to_frame("images")
+
+
+def _finding_tables(images: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Multi-label counts: per finding (present, absent, uncertain, not stated), present per official
+    split, co-occurrence, views and images per patient (a set of findings per image is no class)."""
+    out = {"findings": finding_counts(images)}
+    if "official_split" in images.columns:
+        split = images["official_split"].replace("", "none")
+        out["findings_by_split"] = pd.DataFrame(
+            {s: (images.loc[split == s, [finding_column(n) for n in finding_names(images)]] == POSITIVE).sum().to_numpy()
+             for s in sorted(split.unique())}, index=finding_names(images))
+    out["finding_cooccurrence"] = cooccurrence_table(images)
+    if "view" in images.columns:
+        out["views"] = _views(images)
+    out["images_per_patient"] = images.groupby("patient_id").size().describe()[["min", "50%", "max"]].rename(
+        {"50%": "median"}).to_frame("images")
     return out
 
 
@@ -169,8 +236,10 @@ def inspect_dataset(data: DataConfig, workers: int = 4, progress: bool = True) -
     leaks = pd.DataFrame(columns=["patient_id", "splits", "images"])
     if "official_split" in images.columns:
         leaks = split_leaks(images[images["official_split"] != ""], "official_split")
+    # Multi-label labels are sets: each finding is told apart from its absence, not one set from another.
+    confounders = finding_confounders(images) if is_multilabel(images) else confounder_warnings(images)
     return Inspection(loaded.source, images, loaded.skipped, duplicate_files(images), leaks,
-                      data.min_image_size, confounder_warnings(images))
+                      data.min_image_size, confounders)
 
 
 def report_text(ins: Inspection) -> str:
@@ -210,7 +279,10 @@ def class_balance_chart(images: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    counts = pd.crosstab(images["label"], images["source"])
+    if is_multilabel(images):  # images with each finding (one film counts under each it has)
+        counts = finding_counts(images)[["present"]].rename(columns={"present": images["source"].iloc[0]})
+    else:
+        counts = pd.crosstab(images["label"], images["source"])
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(counts)), 3.5))
     counts.plot.bar(stacked=True, ax=ax, legend=counts.shape[1] > 1, rot=0)
     for i, total in enumerate(counts.sum(axis=1)):

@@ -17,12 +17,17 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cxrlab.datamodules.sources.findings import finding_column, finding_row
+
 PHANTOM_CLASSES: tuple[str, ...] = ("normal", "bacteria", "virus", "covid")
 COLUMNS: tuple[str, ...] = ("path", "label", "patient_id", "mask_path", "lesion_path", "shortcut")
 MAX_IMAGES_PER_PATIENT = 3
 # Faint, variable findings: a clean ResNet-18 on the demo set reaches about 0.95 test accuracy,
 # high but imperfect, so reports, intervals and calibration carry information (0.5 gave 1.000).
 DEFAULT_DIFFICULTY = 0.8
+# --multilabel: each patient has each finding of the chosen classes independently with this chance.
+FINDING_CHANCE = 0.4
+MULTILABEL_FOLDER = "findings"  # images/findings/<patient>_<index>.png: no class folders
 
 # 5x5 burnt-in glyphs, one per class index; each class also owns one corner (see _burn_marker).
 _GLYPHS = np.array(
@@ -323,10 +328,14 @@ class _Patient:
     pose: tuple[float, float, float, float]  # rotation (rad), shift x, shift y, scale
 
 
-def _sample_patient(rng: np.random.Generator, label: str, size: int, difficulty: float) -> _Patient:
-    """Draw anatomy, finding and base pose of one patient on the canonical grid."""
+def _sample_patient(rng: np.random.Generator, findings: tuple[str, ...], size: int, difficulty: float) -> _Patient:
+    """Draw anatomy, findings (their opacities add up) and base pose of one patient on the canonical grid."""
     density, chest = _anatomy(rng, size, difficulty)
-    opacity, lesion = _FINDINGS[label](rng, chest, difficulty)
+    opacity = np.zeros(chest.lung.shape, dtype=np.float32)
+    lesion = np.zeros(chest.lung.shape, dtype=bool)
+    for finding in findings:
+        more, where = _FINDINGS[finding](rng, chest, difficulty)
+        opacity, lesion = opacity + more, lesion | where
     d = difficulty
     pose = (
         float(np.deg2rad(rng.uniform(-1, 1) * (2.0 + 6.0 * d))),
@@ -465,21 +474,28 @@ def render_phantom(
     _check_render_args(label, size, difficulty)
     if marker is not None and marker not in range(len(PHANTOM_CLASSES)):
         raise ValueError(f"marker must be None or a class index 0..{len(PHANTOM_CLASSES) - 1}")
-    return _render_view(_sample_patient(rng, label, size, difficulty), rng, difficulty, marker)
+    return _render_view(_sample_patient(rng, (label,), size, difficulty), rng, difficulty, marker)
 
 
 @dataclass(frozen=True)
 class _Task:
-    """One patient to render: its class, index, image indices and generator settings."""
+    """One patient to render: its class (or, multi-label, its findings), index, image indices and generator settings."""
 
     out: Path
-    label: str
+    label: str  # the class, or the multi-label summary of `findings`
+    findings: tuple[str, ...]  # what the patient has: (label,) for a class
+    columns: tuple[str, ...]  # multi-label: every finding of the set (a finding: column each); () for classes
     patient: int
     images: tuple[int, ...]
     seed: int
     size: int
     difficulty: float
     shortcut: float
+
+    @property
+    def code(self) -> int:
+        """The class index that seeds this patient; multi-label patients get one past them."""
+        return len(PHANTOM_CLASSES) if self.columns else PHANTOM_CLASSES.index(self.label)
 
 
 def _save_png(a: np.ndarray, path: Path) -> None:
@@ -491,40 +507,57 @@ def _save_png(a: np.ndarray, path: Path) -> None:
 
 def _render_task(task: _Task) -> list[dict[str, object]]:
     """Render and write every image of one patient; return their metadata rows."""
-    code = PHANTOM_CLASSES.index(task.label)
+    code = task.code
     patient_rng = np.random.default_rng(np.random.SeedSequence([task.seed, code, 0, task.patient]))
-    patient = _sample_patient(patient_rng, task.label, task.size, task.difficulty)
+    patient = _sample_patient(patient_rng, task.findings, task.size, task.difficulty)
+    folder = MULTILABEL_FOLDER if task.columns else task.label
+    findings = finding_row({f: float(f in task.findings) for f in task.columns}, task.columns) if task.columns else {}
     rows = []
     for index in task.images:
         rng = np.random.default_rng(np.random.SeedSequence([task.seed, code, 1, index]))
         # Drawn first and always, so the shortcut share changes markers and nothing else.
         marked = bool(rng.random() < task.shortcut)
         img, lung, lesion, _ = _render_view(patient, rng, task.difficulty, code if marked else None)
-        name = f"{task.label}/{task.label}_{index:05d}.png"
-        for folder, array in (("images", img), ("masks", lung), ("lesions", lesion)):
-            _save_png(array, task.out / folder / name)
+        name = f"{folder}/{folder}_{index:05d}.png"
+        for kind, array in (("images", img), ("masks", lung), ("lesions", lesion)):
+            _save_png(array, task.out / kind / name)
         rows.append(
             {
                 "path": f"images/{name}",
                 "label": task.label,
-                "patient_id": f"{task.label}_p{task.patient:05d}",
+                "patient_id": f"{folder}_p{task.patient:05d}",
                 "mask_path": f"masks/{name}",
                 "lesion_path": f"lesions/{name}",
                 "shortcut": int(marked),
+                **findings,
             }
         )
     return rows
 
 
-def _patients(seed: int, label: str, n: int) -> list[tuple[int, ...]]:
-    """Split image indices 0..n-1 of a class into patients of 1-3 consecutive images."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, PHANTOM_CLASSES.index(label), 2]))
+def _patients(seed: int, code: int, n: int) -> list[tuple[int, ...]]:
+    """Split image indices 0..n-1 of a class (seeded by its `code`) into patients of 1-3 consecutive images."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, code, 2]))
     groups, start = [], 0
     while start < n:
         count = min(int(rng.integers(1, MAX_IMAGES_PER_PATIENT + 1)), n - start)
         groups.append(tuple(range(start, start + count)))
         start += count
     return groups
+
+
+def _multilabel_tasks(
+    out: Path, columns: tuple[str, ...], n: int, seed: int, size: int, difficulty: float
+) -> list[_Task]:
+    """Patients of a multi-label set, each with its own seeded draw of findings."""
+    code = len(PHANTOM_CLASSES)
+    tasks = []
+    for p, images in enumerate(_patients(seed, code, n)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, code, 3, p]))
+        has = tuple(c for c in columns if rng.random() < FINDING_CHANCE)
+        label = str(finding_row({c: float(c in has) for c in columns}, columns)["label"])
+        tasks.append(_Task(out, label, has, columns, p, images, seed, size, difficulty, 0.0))
+    return tasks
 
 
 def _prepare_out(out: Path, classes: Sequence[str]) -> None:
@@ -534,7 +567,7 @@ def _prepare_out(out: Path, classes: Sequence[str]) -> None:
     if out.exists() and any(out.iterdir()):
         meta = out / "metadata.csv"
         header = meta.open().readline().strip().split(",") if meta.is_file() else []
-        if tuple(header) != COLUMNS:
+        if tuple(header[: len(COLUMNS)]) != COLUMNS:  # multi-label sets add finding columns
             raise ValueError(
                 f"out {str(out)!r} is not empty and holds no phantom metadata.csv; "
                 "pass an empty or new folder"
@@ -555,15 +588,21 @@ def _readme(
     classes: Sequence[str],
     shortcut: float,
     difficulty: float,
+    multilabel: bool = False,
 ) -> str:
     """Human-readable description of how a phantom folder was generated."""
     corners = ("top-left", "top-right", "bottom-left", "bottom-right")
     marks = ", ".join(f"{c}={corners[PHANTOM_CLASSES.index(c)]}" for c in classes)
+    layout = (
+        f"multilabel: each patient has each finding with chance {FINDING_CHANCE} (columns finding:<name>, 1/0); "
+        f"images/{MULTILABEL_FOLDER}/<id>.png"
+        if multilabel else "images/<class>/<id>.png"
+    )
     return (
         "cxrlab procedural phantom chest X-rays (datamodules/phantom.py)\n"
         f"n_per_class={n_per_class} size={size} seed={seed} classes={','.join(classes)} "
         f"shortcut={shortcut} difficulty={difficulty}\n"
-        "images/<class>/<id>.png: 8-bit radiograph; masks/: lung mask (0/255); "
+        f"{layout}: 8-bit radiograph; masks/: lung mask (0/255); "
         "lesions/: finding mask (0/255, empty for normal).\n"
         "Findings: bacteria = lobar consolidation in one lung; virus = bilateral diffuse "
         "reticular pattern; covid = bilateral peripheral lower-zone ground glass.\n"
@@ -583,8 +622,13 @@ def generate_phantom(
     difficulty: float = DEFAULT_DIFFICULTY,
     workers: int = 1,
     progress: bool = True,
+    multilabel: bool = False,
 ) -> pd.DataFrame:
-    """Write a phantom dataset under `out` and return its metadata table."""
+    """Write a phantom dataset under `out` and return its metadata table.
+
+    multilabel: n_per_class x len(classes) images whose patients each have every finding of
+    `classes` (normal is no finding) independently with chance FINDING_CHANCE, overlapping in one film.
+    """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     if seed < 0:
@@ -601,13 +645,19 @@ def generate_phantom(
         raise ValueError(f"classes lists a name twice: {list(classes)}; give each class once")
     _check_render_args(classes[0], size, difficulty)
     _check_unit("shortcut", shortcut)
+    columns = tuple(c for c in classes if c != "normal") if multilabel else ()
+    if multilabel and (shortcut or not columns):
+        raise ValueError(
+            "multilabel phantoms need a finding among classes (bacteria, virus, covid) and no shortcut markers "
+            "(a marker codes one class, not a set of findings)"
+        )
 
     out = Path(out)
-    _prepare_out(out, classes)
-    tasks = [
-        _Task(out, label, p, images, seed, size, difficulty, shortcut)
+    _prepare_out(out, (MULTILABEL_FOLDER,) if multilabel else classes)
+    tasks = _multilabel_tasks(out, columns, n_per_class * len(classes), seed, size, difficulty) if multilabel else [
+        _Task(out, label, (label,), (), p, images, seed, size, difficulty, shortcut)
         for label in classes
-        for p, images in enumerate(_patients(seed, label, n_per_class))
+        for p, images in enumerate(_patients(seed, PHANTOM_CLASSES.index(label), n_per_class))
     ]
     rows: list[dict[str, object]] = []
     with (
@@ -624,8 +674,8 @@ def generate_phantom(
         for task_rows in results:
             rows.extend(task_rows)
             bar.update(len(task_rows))
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    (out / "README.txt").write_text(_readme(n_per_class, size, seed, classes, shortcut, difficulty))
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *(finding_column(c) for c in columns)])
+    (out / "README.txt").write_text(_readme(n_per_class, size, seed, classes, shortcut, difficulty, multilabel))
     # Written last: a metadata.csv marks a finished phantom that may later be overwritten.
     table.to_csv(out / "metadata.csv", index=False)
     return table

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image, read_mask
+from cxrlab.datamodules.sources.findings import POSITIVE, finding_column
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
 
 
@@ -30,6 +31,18 @@ def stratified_sample(table: pd.DataFrame, per_class: int | None, seed: int = 0)
     parts = [
         g.sample(n=min(per_class, len(g)), random_state=seed) for _, g in table.groupby("label", sort=True)
     ]
+    return pd.concat(parts) if parts else table.iloc[:0]
+
+
+def finding_pairs(table: pd.DataFrame, findings: list[str], per_label: int | None, seed: int = 0) -> pd.DataFrame:
+    """Multi-label rows as (image, positive finding) pairs: up to `per_label` images that have each
+    finding, seeded, with `label` set to that finding (an image with two findings comes twice)."""
+    parts = []
+    for name in findings:
+        has = table[table[finding_column(name)] == POSITIVE]
+        if per_label is not None:
+            has = has.sample(n=min(per_label, len(has)), random_state=seed)
+        parts.append(has.assign(findings=has["label"], label=name))
     return pd.concat(parts) if parts else table.iloc[:0]
 
 

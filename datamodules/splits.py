@@ -101,19 +101,26 @@ def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
     return [float(n / (k * counts[c])) for c in classes]
 
 
-def official_split(table: pd.DataFrame, fractions: list[float], seed: int, where: str) -> pd.Series:
+Splitter = Callable[[pd.DataFrame, list[float], int], pd.Series]
+
+
+def official_split(
+    table: pd.DataFrame, fractions: list[float], seed: int, where: str, holdout: Splitter = holdout_split
+) -> pd.Series:
     """The dataset's own split (column official_split); without a val part, val is carved
-    from the official train patients with data.split's val share, grouped and stratified."""
+    from the official train patients with data.split's val share, grouped and stratified
+    (by `holdout`: over classes, or over findings for a multi-label table)."""
     if "official_split" not in table.columns or not table["official_split"].isin(SPLIT_NAMES).any():
         raise ValueError(
             f"{where}: data.official_split is on but this source has no official split (coronahack, "
-            "kermany and covidx have one, a CSV a split column); set data.official_split: false"
+            "kermany, covidx, nih, chexpert and mimic_cxr_jpg have one, a CSV a split column); set "
+            "data.official_split: false"
         )
     split = table["official_split"].where(table["official_split"].isin(SPLIT_NAMES), "train")
     if not (split == "val").any():
         train = split == "train"
         share = fractions[1] / (fractions[0] + fractions[1])
-        split[train] = holdout_split(table[train], [1 - share, share], seed)
+        split[train] = holdout(table[train], [1 - share, share], seed)
     return split.rename("split")
 
 

@@ -24,13 +24,16 @@ class Backbone:
     """A feature extractor and its metadata."""
 
     name: str
-    features: nn.Module  # images [B, 3, H, W] (normalised) -> feature maps [B, channels, h, w]
+    features: nn.Module  # images [B, len(mean), H, W] (normalised) -> feature maps [B, channels, h, w]
     channels: int
     blocks: list[str]  # ordered module names inside `features`, for last:N fine-tuning
     target_layer: str  # module name inside `features` for Grad-CAM ("" = the whole extractor)
     input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # one per input channel: 3, or 1 for torchxrayvision weights
+    std: tuple[float, ...]
+    # mean/std (and the input channels) come from the weights file, not from the backbone's name,
+    # so a checkpoint must carry them (torchxrayvision weights, lightning_modules/xrv_weights.py).
+    input_from_weights: bool = False
 
 
 # --------------------------------------------------------------------------- torchvision adapters
@@ -262,8 +265,15 @@ class TimmFeatures(nn.Module):
 
 
 def build_backbone(name: str, weights: str = "none") -> Backbone:
-    """Resolve a registry name and weights (imagenet | none | PATH) to a Backbone."""
+    """Resolve a registry name and weights (imagenet | none | PATH) to a Backbone; PATH may be
+    torchxrayvision weights converted by `cxrlab models import`."""
     check_backbone_name(name)
+    if weights not in ("imagenet", "none"):
+        from cxrlab.lightning_modules import xrv_weights  # imports this module
+
+        converted = xrv_weights.read_converted(Path(weights))
+        if converted is not None:  # torchxrayvision weights converted by `cxrlab models import`
+            return xrv_weights.xrv_backbone(name, Path(weights), converted)
     if name.startswith("timm:"):
         return _timm_backbone(name, weights)
     entry = REGISTRY[name]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from cxrlab.config import Config, first_line, from_dict
-from cxrlab.lightning_modules.classifier import CXRClassifier
+from cxrlab.lightning_modules.classifier import THRESHOLDS_KEY, CXRClassifier
 
 TRUST_KEY = "cxrlab_trust"  # the trust model fitted after training (absent in older checkpoints)
 
@@ -62,10 +62,11 @@ def load_classifier(path: str | Path, ckpt: dict[str, Any] | None = None) -> CXR
     model.config = config
     model.run_info = dict(ckpt.get("cxrlab", {}))
     model.trust_state = ckpt.get(TRUST_KEY)  # plain tensors; None before trust models existed
+    model.label_thresholds = ckpt.get(THRESHOLDS_KEY)  # multi-label only
     return model.eval()
 
 
-SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", TRUST_KEY, "epoch", "global_step", "pytorch-lightning_version")
+SLIM_KEYS = ("state_dict", "hyper_parameters", "cxrlab", TRUST_KEY, THRESHOLDS_KEY, "epoch", "global_step", "pytorch-lightning_version")
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:

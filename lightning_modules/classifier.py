@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -21,8 +22,12 @@ from cxrlab.lightning_modules.backbones import build_backbone
 from cxrlab.lightning_modules.eval_mode import eval_mode
 from cxrlab.lightning_modules.finetune import apply_finetune
 from cxrlab.lightning_modules.heads import build_head
+from cxrlab.lightning_modules.label_metrics import f1_thresholds, label_scores, masked_bce
 from cxrlab.lightning_modules.optimisation import configure_optimisation
+from cxrlab.lightning_modules.probabilities import output_probs
+from cxrlab.lightning_modules.xrv_weights import set_input_channels
 
+THRESHOLDS_KEY = "cxrlab_thresholds"  # multi-label: the per-finding cuts of the checkpoint's own epoch
 NORMAL_NAMES = {"normal", "healthy", "no finding", "no_finding", "negative"}
 
 
@@ -33,7 +38,11 @@ def disease_indices(classes: list[str]) -> list[int]:
 
 
 class CXRClassifier(L.LightningModule):
-    """A CXR classifier taking [B, 1|3, H, W] images in [0, 1] and returning class logits."""
+    """A CXR classifier taking [B, 1|3, H, W] images in [0, 1] and returning class logits.
+
+    With data.task multilabel, `classes` are findings: one sigmoid each, trained by masked BCE
+    (class_weights are then the per-finding pos_weight).
+    """
 
     def __init__(
         self, config: Config, classes: list[str], class_weights: list[float] | None = None
@@ -47,14 +56,17 @@ class CXRClassifier(L.LightningModule):
         )
         self.config = config
         self.classes = list(classes)
+        self.multilabel = config.data.task == "multilabel"
         m = config.model
         bb = build_backbone(m.backbone, m.weights)
         self.backbone = bb.features
         self.target_layer = "backbone" + (f".{bb.target_layer}" if bb.target_layer else "")
         # data.image_size none means the backbone's own input size.
         self.input_size = int(config.data.image_size or bb.input_size)
-        self.register_buffer("mean", torch.tensor(bb.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(bb.std).view(1, 3, 1, 1), persistent=False)
+        # One value per input channel; kept in checkpoints only when the weights file set them
+        # (torchxrayvision: 1 channel, [-1024, 1024]), which a rebuild by name cannot know.
+        self.register_buffer("mean", torch.tensor(bb.mean).view(1, -1, 1, 1), persistent=bb.input_from_weights)
+        self.register_buffer("std", torch.tensor(bb.std).view(1, -1, 1, 1), persistent=bb.input_from_weights)
         # Heads that keep positions (maxpool-mlp) size themselves by the feature map.
         self.head = build_head(m, bb.channels, len(classes), self._probe_feature_hw())
         self._frozen_norms = apply_finetune(self.backbone, bb.blocks, m.finetune)
@@ -63,6 +75,9 @@ class CXRClassifier(L.LightningModule):
         self._channels_last = False
         self.run_info: dict[str, Any] = {}  # MLflow run id / URI, stored in checkpoints
         self.trust_state: dict[str, Any] | None = None  # the trust model a checkpoint carries
+        # Multi-label: per finding, the F1-best probability cut on the validation split of the
+        # epoch a checkpoint was saved at (what `cxrlab predict` calls present); None before any.
+        self.label_thresholds: list[float] | None = None
         k = len(classes)
         self.disease_idx = disease_indices(self.classes)
         self.val_metrics = self._metrics(k)
@@ -84,7 +99,7 @@ class CXRClassifier(L.LightningModule):
 
     def _probe_feature_hw(self) -> tuple[int, int]:
         with eval_mode(self.backbone), torch.no_grad():
-            out = self.backbone(torch.zeros(1, 3, self.input_size, self.input_size))
+            out = self.backbone(torch.zeros(1, self.mean.shape[1], self.input_size, self.input_size))
         if out.ndim != 4:
             raise ValueError(
                 f"model.backbone={self.config.model.backbone!r} returns {out.ndim}-D features; "
@@ -95,11 +110,15 @@ class CXRClassifier(L.LightningModule):
     # ------------------------------------------------------------------ forward
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 1|3, H, W] in [0, 1] (or uint8) -> normalised 3-channel input."""
+        """[B, 1|3, H, W] in [0, 1] (or uint8) -> the backbone's normalised input: 3 channels, or
+        1 for torchxrayvision weights (where mean/std map [0, 1] to [-1024, 1024])."""
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+        channels = self.mean.shape[1]
+        if x.shape[1] == 1 and channels != 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1 and x.shape[1] != 1:
+            x = x.mean(dim=1, keepdim=True)  # the grey of equal channels
         x = (x - self.mean) / self.std
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -122,6 +141,8 @@ class CXRClassifier(L.LightningModule):
     # ------------------------------------------------------------------ steps
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return masked_bce(logits, y, self.class_weights, self.config.model.label_smoothing)
         return F.cross_entropy(
             logits.float(), y, weight=self.class_weights,
             label_smoothing=self.config.model.label_smoothing,
@@ -133,19 +154,21 @@ class CXRClassifier(L.LightningModule):
         loss = self._loss(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}")
-        self.train_acc.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        if not self.multilabel:
+            self.train_acc.update(logits.detach(), y)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch[0], batch[1]
         logits = self(x)
         self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, sync_dist=True, prog_bar=stage == "val", batch_size=len(y))
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        probs = logits.float().softmax(dim=1)
-        for metric in metrics.values():
-            metric.update(probs, y)
+        probs = self.probabilities(logits)
+        if not self.multilabel:
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            for metric in metrics.values():
+                metric.update(probs, y)
         self._outputs[stage].append((probs.detach(), y.detach()))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -154,18 +177,13 @@ class CXRClassifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax), or one independent probability per finding (sigmoid)."""
+        return output_probs(self, logits.float())
+
     def _eval_epoch_end(self, stage: str) -> None:
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        values = {name: metric.compute() for name, metric in metrics.items()}
-        for metric in metrics.values():
-            metric.reset()
-        recall = values.pop("recall")
-        logs = {f"{stage}/{k}": v for k, v in values.items()}
-        for i, c in enumerate(self.classes):
-            logs[f"{stage}/recall/{c}"] = recall[i]
-        logs[f"{stage}/disease_recall"] = recall[self.disease_idx].mean()
-        self.log(f"{stage}/macro_f1", logs.pop(f"{stage}/macro_f1"), prog_bar=True)
-        self.log_dict(logs)
+        if not self.multilabel:
+            self._log_class_metrics(stage)
         # Keep the epoch's predictions (all ranks) for figures and explanation callbacks.
         outs = self._outputs[stage]
         if outs:
@@ -177,6 +195,31 @@ class CXRClassifier(L.LightningModule):
                 ys = torch.cat(gather_all_tensors(ys))
             self.last_outputs[stage] = (probs.cpu(), ys.cpu())
         outs.clear()
+        if self.multilabel and stage in self.last_outputs:
+            self._log_label_metrics(stage, *self.last_outputs[stage])
+
+    def _log_label_metrics(self, stage: str, probs: torch.Tensor, ys: torch.Tensor) -> None:
+        """Per-finding and macro/micro scores of the whole (gathered) split, the same on every rank."""
+        scores = label_scores(probs.numpy(), ys.numpy(), self.classes)
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.label_thresholds = f1_thresholds(probs.numpy(), ys.numpy())
+        logs = {f"{stage}/{k}": v for k, v in scores.items()}
+        logs[f"{stage}/auroc"] = logs[f"{stage}/macro_auroc"]
+        self.log(f"{stage}/macro_auroc", logs.pop(f"{stage}/macro_auroc"), prog_bar=True)
+        self.log_dict(logs)
+
+    def _log_class_metrics(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = {name: metric.compute() for name, metric in metrics.items()}
+        for metric in metrics.values():
+            metric.reset()
+        recall = values.pop("recall")
+        logs = {f"{stage}/{k}": v for k, v in values.items()}
+        for i, c in enumerate(self.classes):
+            logs[f"{stage}/recall/{c}"] = recall[i]
+        logs[f"{stage}/disease_recall"] = recall[self.disease_idx].mean()
+        self.log(f"{stage}/macro_f1", logs.pop(f"{stage}/macro_f1"), prog_bar=True)
+        self.log_dict(logs)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -186,7 +229,7 @@ class CXRClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).float().softmax(dim=1)
+        return self.probabilities(self(x))
 
     # ------------------------------------------------------------------ optimisation
 
@@ -204,6 +247,22 @@ class CXRClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cxrlab"] = dict(self.run_info)
+        if self.label_thresholds is not None:
+            checkpoint[THRESHOLDS_KEY] = list(self.label_thresholds)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.run_info = dict(checkpoint.get("cxrlab", {}))
+        self.label_thresholds = checkpoint.get(THRESHOLDS_KEY)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """nn.Module's, after adopting an input normalisation the state dict carries: a model built
+        from torchxrayvision weights and rebuilt with model.weights none (load_classifier) takes
+        its 1-channel first convolution and [-1024, 1024] scale back from the checkpoint."""
+        if "mean" in state_dict and "std" in state_dict:
+            mean, std = state_dict["mean"], state_dict["std"]
+            if mean.shape[1] != self.mean.shape[1]:
+                set_input_channels(self.backbone, int(mean.shape[1]))
+            device = self.mean.device
+            self.register_buffer("mean", mean.detach().clone().to(device), persistent=True)
+            self.register_buffer("std", std.detach().clone().to(device), persistent=True)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

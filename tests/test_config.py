@@ -33,7 +33,8 @@ def test_defaults_load() -> None:
     assert cfg.model.backbone == "resnet18"
     assert cfg.model.weights == "none"
     assert cfg.data.split == [0.8, 0.1, 0.1]
-    assert cfg.trainer.monitor == "val/macro_f1"
+    assert cfg.trainer.monitor == "auto"  # val/macro_f1, or val/macro_auroc for a multi-label task
+    assert cfg.data.task == "auto"
     assert cfg.explain.aopc.sigma == 0.1
 
 

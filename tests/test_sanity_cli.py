@@ -37,7 +37,7 @@ def test_sanity_writes_every_check_logs_a_run_and_the_edge_control_fails(
     printed = capsys.readouterr().out
     numbers = json.loads((root / "out" / "sanity.json").read_text())
     assert list(numbers) == METHODS
-    for name, n in numbers.items():
+    for n in numbers.values():
         assert isinstance(n["passes"], bool) and len(n["cascading"]) == len(n["independent"]) >= 2
         assert len(n["road_morf"]) == len(n["road_lerf"]) and 0 <= n["deletion_auc"] <= 1 and 0 <= n["insertion_auc"] <= 1
         assert n["pointing_game"] is not None  # the phantom has lesion masks

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dataset_trees as trees
+import multilabel_trees
 import mlflow
 import pytest
 
@@ -20,6 +21,7 @@ STUDIES: dict[str, tuple[Callable[[Path], Path], int, int, str]] = {
     "balvinsson2021_backbones_binary": (trees.write_kermany, 32, 8, "kermany"),
     "lamprou_aopc_4class": (trees.write_covid_radiography, 128, 25, "covid_radiography"),
     "kusakunniran_resnet101_scratch": (trees.write_covid_radiography, 32, 8, "covid_radiography"),
+    "chexpert_densenet121": (multilabel_trees.write_chexpert, 32, 8, "chexpert"),
 }
 
 

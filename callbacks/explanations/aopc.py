@@ -17,6 +17,7 @@ from torch import nn
 from cxrlab.config import AOPCConfig, Perturb
 from cxrlab.config.errors import DetailWarning
 from cxrlab.lightning_modules.eval_mode import eval_mode
+from cxrlab.lightning_modules.probabilities import explained_classes, is_multilabel, output_probs
 
 ORDERS = ("morf", "random")
 DEFAULTS = AOPCConfig()  # the schema states the defaults once; the keyword defaults below read them
@@ -146,8 +147,8 @@ PERTURBATIONS: dict[Perturb, Callable[[torch.Tensor, float, int], torch.Tensor]]
 
 
 class SoftmaxForward:
-    """Softmax probabilities of a model, in float64 (bf16/fp16 logits lose nothing more in the
-    softmax), run in forward batches of a size that suits the device.
+    """Softmax probabilities of a model (a sigmoid per finding for a multi-label one), in float64
+    (bf16/fp16 logits lose nothing more in the softmax), run in forward batches of a size that suits the device.
 
     An accelerator takes `limit` images per forward. On a CPU a large batch can run slower per
     image than batch 1: its activations spill out of the cache (a 2-core EPYC ran batch 64 at
@@ -172,7 +173,7 @@ class SoftmaxForward:
             size = self.trials[0] if self.trials else self.size
             part = batch[start:start + size]
             tic = time.perf_counter()
-            out.append(self.model(part).double().softmax(dim=1))
+            out.append(output_probs(self.model, self.model(part).double()))
             if self.trials and len(part) == size:
                 self._timed(size, time.perf_counter() - tic)
             start += len(part)
@@ -241,8 +242,7 @@ def _aopc_from_predictions(
     maps = F.interpolate(heatmaps[:, None].to(torch.float64), size=(height, width),
                          mode="bilinear", align_corners=False)[:, 0]
     step_of = perturbation_steps(maps, grid, order, seed)
-    pred = probs.argmax(dim=1).cpu()
-    correct = pred == labels.cpu()
+    pred, correct = (t.cpu() for t in explained_classes(probs, labels, is_multilabel(forward.model)))
     index = torch.nonzero(correct)[:, 0]
     f0 = probs.cpu()[index, pred[index]]
     f_steps = _perturbed_probs(forward, images, index, pred[index], step_of, grid, steps,

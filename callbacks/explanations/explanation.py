@@ -19,6 +19,7 @@ from cxrlab.callbacks.explanations.sanity.road import road_curves, road_steps
 from cxrlab.callbacks.explanations.shortcut import ShortcutVerdict, shortcut_verdict
 from cxrlab.config import ExplainConfig
 from cxrlab.lightning_modules.eval_mode import eval_mode
+from cxrlab.lightning_modules.probabilities import explained_classes, is_multilabel, output_probs
 
 
 @dataclass
@@ -66,11 +67,12 @@ def explain_images(
     device = next(model.parameters()).device
     x = images.to(device)
     with eval_mode(model), torch.no_grad():
-        probs = torch.cat([model(b).float().softmax(1) for b in x.split(batch_size)]).cpu()
+        probs = torch.cat([output_probs(model, model(b).float()) for b in x.split(batch_size)]).cpu()
     maps = {m: heatmaps(model, layer, x, m, batch_size, settings).cpu() for m in settings.methods}
     primary = settings.methods[0]
-    preds = probs.argmax(1)
-    focus_maps = of_class(maps[primary], preds)
+    # A multi-label image comes once per positive finding (labels), and each map explains that finding.
+    explained, correct = explained_classes(probs, labels, is_multilabel(model))
+    focus_maps = of_class(maps[primary], explained)
 
     eigen = None
     class_method = first_per_class(settings.methods)
@@ -80,7 +82,7 @@ def explain_images(
 
     aopc = None
     a = settings.aopc
-    if (preds == labels).any() and not focus_only:
+    if correct.any() and not focus_only:
         aopc = aopc_with_baseline(
             model, x, labels.to(device), focus_maps.to(device), region=a.region, steps=a.steps,
             perturb=a.perturb, sigma=a.sigma, seed=seed, batch_size=batch_size * 2, random_seeds=a.random_seeds,
@@ -90,7 +92,7 @@ def explain_images(
         for name, masks in (("lung_focus", lung_masks), ("lesion_focus", lesion_masks)) if masks is not None
     }
     focus |= region_focus(focus_maps, images.cpu(), settings.border_width, settings.corner_size)
-    sanity = {} if focus_only else epoch_sanity(model, x, focus_maps, preds, lesion_masks, settings, seed, batch_size)
+    sanity = {} if focus_only else epoch_sanity(model, x, focus_maps, explained, lesion_masks, settings, seed, batch_size)
     verdict = shortcut_verdict(focus, settings.alarm) if settings.alarm.enabled else None
     return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict, sanity)
 

@@ -17,16 +17,18 @@ from cxrlab.callbacks.explanations.records import explanation_artifacts, explana
 from cxrlab.callbacks.explanations.shortcut import TAG
 from cxrlab.config import DataConfig, ExplainConfig
 from cxrlab.datamodules.images import Decoding
-from cxrlab.datamodules.probe import ImageSet, load_image_set, stratified_sample
+from cxrlab.datamodules.probe import ImageSet, finding_pairs, load_image_set, stratified_sample
+from cxrlab.lightning_modules.probabilities import is_multilabel
 
 
 def sample_images(model: nn.Module, table: pd.DataFrame, per_class: int | None, seed: int, data: DataConfig) -> ImageSet:
-    """Up to `per_class` images of every label of `table` (all when None), decoded, cropped and
-    resized as the model's data section says."""
-    return load_image_set(
-        stratified_sample(table, per_class, seed), model.classes, model.input_size, data.crop_margin,
-        Decoding.from_data(data),
+    """Up to `per_class` images of every label of `table` (all when None) - multi-label, of every
+    finding, once per finding it has - decoded, cropped and resized as the model's data section says."""
+    rows = (
+        finding_pairs(table, model.classes, per_class, seed) if is_multilabel(model)
+        else stratified_sample(table, per_class, seed)
     )
+    return load_image_set(rows, model.classes, model.input_size, data.crop_margin, Decoding.from_data(data))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from cxrlab.callbacks.explanations.methods import heatmap_method
 from cxrlab.lightning_modules.eval_mode import eval_mode
+from cxrlab.lightning_modules.probabilities import output_probs
 
 
 def check_occlusion(height: int, width: int, window: int, stride: int) -> None:
@@ -90,4 +91,4 @@ def _hidden(images: Tensor, fill: Tensor, rows: Tensor, cols: Tensor, pairs: Ten
 
 
 def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
-    return model(images).float().softmax(1)
+    return output_probs(model, model(images).float())

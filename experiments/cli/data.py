@@ -20,10 +20,11 @@ def cmd_phantom(ns: argparse.Namespace) -> int:
     classes = [c.strip() for c in ns.classes.split(",") if c.strip()]
     table = generate_phantom(
         ns.out, n_per_class=ns.n_per_class, size=ns.size, seed=ns.seed, classes=classes,
-        shortcut=ns.shortcut, workers=ns.workers, progress=not ns.quiet,
+        shortcut=ns.shortcut, workers=ns.workers, progress=not ns.quiet, multilabel=ns.multilabel,
         **({"difficulty": ns.difficulty} if "difficulty" in ns else {}),
     )
-    print(f"wrote {len(table)} images of {len(classes)} classes ({table['patient_id'].nunique()} patients) to {ns.out}")
+    kind = f"findings {', '.join(c for c in classes if c != 'normal')}" if ns.multilabel else f"{len(classes)} classes"
+    print(f"wrote {len(table)} images of {kind} ({table['patient_id'].nunique()} patients) to {ns.out}")
     print(f"train on it: cxrlab train --config phantom_demo --data.root {ns.out}")
     return 0
 
@@ -74,6 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ph.add_argument("--shortcut", type=float, default=0.0, help="share of images with a class-correlated corner marker (the artefact trap) [default: 0]")
     ph.add_argument("--difficulty", type=float, default=argparse.SUPPRESS, help="0 (obvious findings) .. 1 (faint, variable) [default: cxrlab.datamodules.phantom.DEFAULT_DIFFICULTY, where a clean demo model is good but not perfect]")
     ph.add_argument("--workers", type=int, default=1, help="worker processes [default: 1]")
+    ph.add_argument("--multilabel", action="store_true", help="several findings per film: each patient has each finding of --classes (normal = none) with chance 0.4, in columns finding:<name>; the same number of images in all [default: one class per film]")
     add_common_flags(ph, "quiet")
     ph.set_defaults(func=cmd_phantom)
 
@@ -86,7 +88,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "bit depth and mode per class; unreadable files; byte-identical duplicates; patients in\n"
             "more than one official split; and a WARNING, with the ranges per class, for every file\n"
             "property that separates two classes (pairwise AUC or share told apart >= 0.9): a\n"
-            "shortcut a model can learn instead of anatomy.\n\n"
+            "shortcut a model can learn instead of anatomy.\n"
+            "A multi-label source (nih, chexpert, mimic_cxr_jpg, padchest, rsna_pneumonia) is counted per\n"
+            "finding instead: present, absent, uncertain and not stated (findings.csv), present per\n"
+            "official split, co-occurrence, views, and a WARNING for each finding a file property\n"
+            "tells from its absence.\n\n"
             "  cxrlab data inspect --data.source kermany --data.root chest_xray --out inspect/\n\n"
             "With --out: report.txt, images.csv (one row per image), properties.csv,\n"
             "class_by_split.csv, class_by_source.csv, patients.csv, duplicates.csv, unreadable.csv,\n"

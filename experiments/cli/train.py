@@ -72,7 +72,7 @@ def _print_result(result: Any, cfg: Any) -> None:
         return  # a non-zero DDP rank: rank 0 reports
     m = result.metrics
     print("\n== cxrlab train: done ==")
-    for key in ("val/acc", "val/macro_f1", "val/auroc", "val/disease_recall", "test/acc", "test/macro_f1"):
+    for key in ("val/acc", "val/macro_f1", "val/auroc", "val/macro_auroc", "val/disease_recall", "test/acc", "test/macro_f1", "test/macro_auroc"):
         if key in m:
             print(f"  {key:<20} {m[key]:.4f}")
     if result.best_score is not None:

@@ -311,6 +311,21 @@ def micro_roc_curve(y_true: np.ndarray, probs: np.ndarray) -> RocCurve:
     return RocCurve(fpr, tpr, thr, float(metrics.auc(fpr, tpr)))
 
 
+def label_curves(targets: np.ndarray, probs: np.ndarray) -> tuple[dict[int, RocCurve], dict[int, PrCurve]]:
+    """Multi-label: the ROC and PR curve of each finding over its known (non-NaN) targets; findings
+    without both a positive and a negative are left out."""
+    rocs, prs = {}, {}
+    for j in range(probs.shape[1]):
+        known = ~np.isnan(targets[:, j])
+        y, p = targets[known, j] == 1, np.asarray(probs[known, j], dtype=np.float64)
+        if y.any() and not y.all():
+            fpr, tpr, thr = metrics.roc_curve(y, p)
+            rocs[j] = RocCurve(fpr, tpr, thr, float(metrics.auc(fpr, tpr)))
+            prec, rec, thr = metrics.precision_recall_curve(y, p)
+            prs[j] = PrCurve(prec, rec, thr, float(metrics.average_precision_score(y, p)))
+    return rocs, prs
+
+
 def pr_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[int, PrCurve]:
     """One-vs-rest precision-recall curve per class index; classes without positives are left out."""
     y, p = _check_labels_probs(y_true, probs)

@@ -17,6 +17,11 @@ from cxrlab.config import Config, from_dict, set_dotted, to_dict
 from cxrlab.experiments.evaluation.clinical import per_class_table
 from cxrlab.experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
 from cxrlab.experiments.evaluation.inference import judge_table, pick_device, predict_table
+from cxrlab.experiments.evaluation.multilabel_report import (
+    multilabel_data,
+    multilabel_outputs,
+    multilabel_summary,
+)
 from cxrlab.experiments.evaluation.outputs import (
     VAL,
     Predictions,
@@ -109,18 +114,25 @@ def evaluate(
     uri = store.resolve_uri(tracking_uri)
     classes = model.classes
     cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
-    positive = positive_class(classes, positive)
-    data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
-    rows = rows_to_predict(data.table, split, with_val=positive is not None)
-    trust = trust_of(model)
-    verdicts = None
-    if trust is None:
-        probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
-    else:
-        probs, verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)
-    preds = Predictions(rows, probs, classes)
     out = Path(out) if out is not None else default_out(checkpoint)
-    results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
+    verdicts, preds = None, None
+    if model.multilabel:
+        if positive is not None:
+            raise ValueError("--positive picks one class of a multi-class model; a multi-label model scores every finding")
+        data, dm = multilabel_data(model, cfg)
+        results, sections = multilabel_outputs(model, cfg, dm, data, split, out, pick_device(device), n_boot, progress)
+        rows = data.table if split == "all" else data.table[data.table["split"] == split]
+    else:
+        positive = positive_class(classes, positive)
+        data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
+        rows = rows_to_predict(data.table, split, with_val=positive is not None)
+        trust = trust_of(model)
+        if trust is None:
+            probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
+        else:
+            probs, verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)
+        preds = Predictions(rows, probs, classes)
+        results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
     first, extra = explain_sections(model, preds, data, split, positive, cfg, out, explain, results)
     banners = []
     if verdicts is not None:
@@ -143,7 +155,7 @@ def evaluate(
     if len(data.skipped):
         data.skipped.to_csv(out / "skipped_images.csv", index=False)
     title = f"cxrlab evaluation: {Path(checkpoint).name} on {Path(data.where).name} ({split})"
-    report = [*first, overview(results, cfg, preds, data.skipped), *sections, *extra]
+    report = [*first, overview(results, cfg, rows, data.skipped), *sections, *extra]
     shortcut = results.get("shortcut")
     banners += [(shortcut["verdict"], shortcut["alarm"])] if shortcut else []
     (out / "report.html").write_text(render_html(title, report, banners))
@@ -155,7 +167,7 @@ def evaluate(
 
 
 def explain_sections(
-    model: Any, preds: Predictions, data: EvaluationData, split: str, positive: str | None,
+    model: Any, preds: Predictions | None, data: EvaluationData, split: str, positive: str | None,
     cfg: Config, out: Path, explain: bool, results: dict[str, Any],
 ) -> tuple[list[Section], list[Section]]:
     """The shortcut check that opens the report (unless explain.alarm.enabled is false) and, with
@@ -193,7 +205,7 @@ def explain_sections(
 
 
 def overview(
-    results: dict[str, Any], cfg: Config, preds: Predictions, skipped: pd.DataFrame
+    results: dict[str, Any], cfg: Config, rows: pd.DataFrame, skipped: pd.DataFrame
 ) -> Section:
     """What was evaluated: checkpoint, model, data and how many images of each label per split."""
     m, d = cfg.model, cfg.data
@@ -201,7 +213,8 @@ def overview(
         f"Checkpoint: {results['checkpoint']} "
         f"(training run {results['train_run_id'] or 'unknown'}).",
         f"Model: {m.backbone}, head {m.head}, fine-tune {m.finetune}, input "
-        f"{d.image_size} px; classes {', '.join(preds.classes)}.",
+        f"{d.image_size} px; {'findings' if results.get('task') == 'multilabel' else 'classes'} "
+        f"{', '.join(results['classes'])}.",
         f"Data: {results['data_root']} (source {d.source}"
         + (f", label map {d.label_map}" if d.label_map else "")
         + f"); evaluated split: {results['split']} ({results['n']} images of known classes).",
@@ -210,7 +223,7 @@ def overview(
     ]
     if len(skipped):
         text.append(f"{len(skipped)} unreadable image(s) skipped (skipped_images.csv).")
-    counts = pd.crosstab(preds.rows["label"], preds.rows["split"])
+    counts = pd.crosstab(rows["label"], rows["split"])
     counts.index.name = "label"
     counts.columns.name = None
     return Section("Overview", text, tables=[counts])
@@ -229,7 +242,7 @@ def log_evaluation(
         "checkpoint": results["checkpoint"],
         "split": results["split"],
         "classes": ",".join(results["classes"]),
-        "positive": (results["binary"] or {}).get("positive", "none"),
+        "positive": (results.get("binary") or {}).get("positive", "none"),
         "data.root": results["data_root"],
         "data.source": cfg.data.source,
         "data.label_map": str(cfg.data.label_map),
@@ -266,6 +279,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def summary_text(results: dict[str, Any]) -> str:
     """The short terminal summary of an evaluation."""
+    if results.get("task") == "multilabel":
+        return "\n".join([*multilabel_summary(results), *_links(results)])
     s, split, binary = results["summary"], results["split"], results["binary"]
     columns = ["sensitivity", "specificity", "f1", "auc", "support"]
     table = per_class_table(s).rename(columns={"recall": "sensitivity"})[columns]
@@ -292,9 +307,13 @@ def summary_text(results: dict[str, Any]) -> str:
     for row in results["unseen"]:
         spread = ", ".join(f"{c} {row[c]}" for c in results["classes"] if row[c])
         lines.append(f"unseen label {row['true label']} ({row['n']} images) -> {spread}")
-    lines += [
+    return "\n".join([*lines, *_links(results)])
+
+
+def _links(results: dict[str, Any]) -> list[str]:
+    """Where the report and the run are."""
+    return [
         f"report:     {Path(results['out']) / 'report.html'}",
         f"MLflow run: {results['run_id']}",
         f"run:        {ui_link(results['tracking_uri'], results['experiment_id'], results['run_id'])}",
     ]
-    return "\n".join(lines)

@@ -113,7 +113,7 @@ def shortcut_report(es: ExplanationSet, split: str, cfg: Config, out: Path) -> S
 
 def explain_report(
     model: Any,
-    preds: Predictions,
+    preds: Predictions | None,
     done: ExplainedImages,
     split: str,
     positive: str | None,
@@ -123,7 +123,8 @@ def explain_report(
     """Write explain/ into `out`; return the report section."""
     es, a = done.explanation, cfg.explain.aopc
     artifacts = done.artifacts()
-    for name, case in case_rows(preds, split, positive, seed=cfg.seed).items():
+    # Galleries by outcome need one predicted class per image: multi-label models (preds None) have none.
+    for name, case in (case_rows(preds, split, positive, seed=cfg.seed) if preds is not None else {}).items():
         artifacts[f"cases_{name}.png"] = _gallery(model, case, cfg, es.primary)
     folder = out / "explain"
     write_objects(artifacts, folder)

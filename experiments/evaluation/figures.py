@@ -10,7 +10,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cxrlab.experiments.evaluation.clinical import PrCurve, RocCurve, roc_curves
+from cxrlab.experiments.evaluation.clinical import PrCurve, RocCurve, label_curves, roc_curves
 
 if TYPE_CHECKING:
     import torch
@@ -23,8 +23,11 @@ def plot_confusion_matrix(
     cm: np.ndarray | Sequence[Sequence[float]],
     class_names: Sequence[str],
     normalize: bool = False,
+    axes: tuple[str, str] = ("True", "Predicted"),
+    title: str = "Confusion matrix",
 ) -> Figure:
-    """Confusion matrix heatmap (rows = true, columns = predicted) with annotated cells."""
+    """Confusion matrix heatmap (rows = true, columns = predicted) with annotated cells; `axes` and
+    `title` name other square count tables (label co-occurrence)."""
     values = np.asarray(cm, dtype=np.float64)
     k = len(class_names)
     if values.shape != (k, k):
@@ -40,9 +43,9 @@ def plot_confusion_matrix(
     ticks = np.arange(k)
     ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
     ax.set_yticks(ticks, labels=class_names)
-    ax.set_xlabel("Predicted")
-    ax.set_ylabel("True")
-    ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""))
+    ax.set_xlabel(axes[1])
+    ax.set_ylabel(axes[0])
+    ax.set_title(title + (" (row-normalised)" if normalize else ""))
     # White text on dark cells keeps every count legible.
     dark = values > (values.max() / 2 if values.max() > 0 else np.inf)
     for (i, j), v in np.ndenumerate(values):
@@ -184,10 +187,14 @@ def plot_threshold_scores(
 
 
 def eval_figures(split: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Figure]:
-    """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split."""
+    """Confusion matrix (counts and row-normalised) and one-vs-rest ROC of one split; multi-label
+    targets ([N, L], NaN unknown) get each finding's ROC and PR curve instead."""
     from sklearn.metrics import confusion_matrix
 
     y, p = targets.numpy(), probs.numpy()
+    if y.ndim == 2:
+        rocs, prs = label_curves(y, p)
+        return {f"{split}_roc.png": plot_roc(rocs, classes), f"{split}_pr.png": plot_pr(prs, classes)}
     cm = confusion_matrix(y, p.argmax(1), labels=list(range(len(classes))))
     return {
         f"{split}_confusion_matrix.png": plot_confusion_matrix(cm, classes),

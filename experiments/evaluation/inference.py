@@ -51,13 +51,13 @@ def predict_table(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Softmax probabilities [N, K] (float32) of the images in `rows` (columns path, label)."""
+    """Probabilities [N, K] (float32: softmax, or a sigmoid per finding) of the images in `rows` (columns path, label)."""
     if rows.empty:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
     model = model.to(device).eval()
     with torch.inference_mode():
         # float32 throughout: the same checkpoint must give the same numbers in any process.
-        out = [model(x).float().softmax(dim=1).cpu() for x in _batches(model, rows, data, device, progress)]
+        out = [model.probabilities(model(x)).cpu() for x in _batches(model, rows, data, device, progress)]
     return torch.cat(out).numpy()
 
 

@@ -96,7 +96,7 @@ def positive_class(classes: Sequence[str], positive: str | None) -> str | None:
 # ---------------------------------------------------------------------------- writers
 
 
-def _figures(out: Path, figures: dict[str, Figure]) -> dict[str, list]:
+def save_figures(out: Path, figures: dict[str, Figure]) -> dict[str, list]:
     """Save figures as out/<name> and return the Section fields that show them."""
     paths = [save_figure(fig, out / name) for name, fig in figures.items()]
     return {"figures": paths, "images": list(figures)}
@@ -136,7 +136,7 @@ def _classification(
         Section(
             "Confusion matrix",
             ["Rows: true class; columns: predicted class."],
-            **_figures(out, figures),
+            **save_figures(out, figures),
         ),
     ]
     return {"summary": summary, "classification_report": report_json}, sections
@@ -184,8 +184,8 @@ def _curves(
     notes = [f"AUC with percentile bootstrap 95 % intervals ({n_boot} resamples)."]
     notes += [f"{c}: no AUC ({why})." for c, why in excluded.items()]
     sections = [
-        Section("ROC curves", notes, tables=[table], **_figures(out, {"roc.png": roc_fig})),
-        Section("Precision-recall curves", **_figures(out, {"pr.png": plot_pr(pr, classes)})),
+        Section("ROC curves", notes, tables=[table], **save_figures(out, {"roc.png": roc_fig})),
+        Section("Precision-recall curves", **save_figures(out, {"pr.png": plot_pr(pr, classes)})),
     ]
     result = {
         "auc_ci": {
@@ -241,7 +241,7 @@ def _binary(
     fig = plot_threshold_scores(scores, is_pos, lines)
     tables = [t for t in (chosen, cutoff_rows) if not t.empty]
     section = Section(
-        f"Binary analysis: {positive}", notes, tables, **_figures(out, {"thresholds.png": fig})
+        f"Binary analysis: {positive}", notes, tables, **save_figures(out, {"thresholds.png": fig})
     )
     result = {
         "positive": positive,
@@ -271,7 +271,7 @@ def _calibration(y: np.ndarray, p: np.ndarray, out: Path) -> tuple[dict, list[Se
         f"({cal['n_bins']} bins)."
     ]
     section = Section(
-        "Calibration", text, **_figures(out, {"calibration.png": plot_reliability(cal)})
+        "Calibration", text, **save_figures(out, {"calibration.png": plot_reliability(cal)})
     )
     return {"calibration": clinical.to_jsonable(cal)}, [section]
 

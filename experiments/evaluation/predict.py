@@ -13,14 +13,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cxrlab.callbacks.explanations.display import heatmap_grid, overlay
+from cxrlab.callbacks.explanations.explanation import target_layer
+from cxrlab.callbacks.explanations.methods import heatmaps
 from cxrlab.callbacks.trust.model_trust import judge, trust_of
 from cxrlab.datamodules.image_header import film_problem
 from cxrlab.datamodules.images import Decoding, read_image, read_mask
+from cxrlab.datamodules.sources.findings import NO_FINDING
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
 from cxrlab.experiments.evaluation.inference import pick_device
 from cxrlab.experiments.evaluation.report import figure_png
 from cxrlab.lightning_modules.checkpoint import load_classifier
 from cxrlab.lightning_modules.classifier import CXRClassifier
+from cxrlab.lightning_modules.probabilities import MULTILABEL_THRESHOLD
 
 DISPLAY_MAX = 1024  # overlays of large radiographs are drawn at most this many pixels on a side
 BATCH = 16
@@ -104,8 +108,10 @@ def predict_arrays(
     """Label, calibrated probabilities and trust verdicts of decoded images ([H, W] in [0, 1]);
     `forced` names the header problem of images predicted despite it, `heatmap` adds each image's
     Grad-CAM (at layer resolution)."""
-    trust = trust_of(model)
     forced = list(forced) if forced is not None else [None] * len(raws)
+    if model.multilabel:
+        return _predict_findings(model, raws, names, forced, heatmap)
+    trust = trust_of(model)
     masks = list(lung_masks) if lung_masks is not None else [None] * len(raws)
     results: list[dict[str, Any]] = []
     for start in range(0, len(raws), BATCH):
@@ -133,6 +139,38 @@ def predict_arrays(
             }
             if heatmap:
                 row["gradcam"] = v.maps[i].cpu().numpy().round(5).tolist()
+            results.append(row)
+    return results
+
+
+def _predict_findings(
+    model: CXRClassifier, raws: Sequence[np.ndarray], names: Sequence[str], forced: Sequence[str | None], heatmap: bool
+) -> list[dict[str, Any]]:
+    """Multi-label: every finding whose probability reaches its threshold (chosen on validation in
+    training), most probable first, each with its Grad-CAM when `heatmap`."""
+    cuts = model.label_thresholds or [MULTILABEL_THRESHOLD] * len(model.classes)
+    layer = target_layer(model, model.config.explain)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(raws), BATCH):
+        batch = _model_input(model, raws[start:start + BATCH]).to(model.device)
+        with torch.no_grad():
+            probs = model.probabilities(model(batch)).cpu()
+        maps = heatmaps(model, layer, batch, "gradcam").cpu() if heatmap else None
+        for i, name in enumerate(names[start:start + BATCH]):
+            p = probs[i].tolist()
+            present = sorted((k for k, c in enumerate(cuts) if p[k] >= c), key=lambda k: -p[k])
+            row: dict[str, Any] = {
+                "image": str(name),
+                "label": "|".join(model.classes[k] for k in present) or NO_FINDING,
+                "confidence": max(p),
+                "findings": {model.classes[k]: p[k] for k in present},
+                "probabilities": dict(zip(model.classes, p, strict=True)),
+                "thresholds": dict(zip(model.classes, cuts, strict=True)),
+                "trust": "multilabel",
+                "refused": forced[start + i],
+            }
+            if maps is not None:  # each present finding's map; the most probable one's when none is
+                row["gradcam"] = {model.classes[k]: maps[i, k].numpy().round(5).tolist() for k in present or [int(np.argmax(p))]}
             results.append(row)
     return results
 
@@ -182,13 +220,16 @@ def predict(
         r["heatmap"] = r["overlay"] = None
         if folder is not None:
             shown, shown_mask = shown_image(raw[take.index(i)], masks[i], margin)
-            cam = torch.tensor(r.pop("gradcam"))
+            cams = r.pop("gradcam")
+            # Multi-label: one row per present finding; the file's overlay is the first (most probable).
+            cams = {k: torch.tensor(v) for k, v in cams.items()} if isinstance(cams, dict) else {r["label"]: torch.tensor(cams)}
+            cam = next(iter(cams.values()))
             target = _heatmap_path(folder, path, used)
             # The original beside the overlay, captioned, with a colour bar; and the bare
             # overlay at the image's own size, for tools that read pixels.
-            title = f"{Path(path).name}: predicted {r['label']} (p {r['confidence']:.2f})"
-            panel = heatmap_grid([shown], [cam], titles=[title], alphas=(alpha,),
-                                 masks=None if shown_mask is None else [shown_mask])
+            titles = [f"{Path(path).name}: predicted {k} (p {r['probabilities'][k]:.2f})" for k in cams]
+            panel = heatmap_grid([shown] * len(cams), list(cams.values()), titles=titles, alphas=(alpha,),
+                                 masks=None if shown_mask is None else [shown_mask] * len(cams))
             target.write_bytes(figure_png(panel))
             bare = target.with_name(target.name.replace("_gradcam.png", "_overlay.png"))
             Image.fromarray(overlay(shown, cam, alpha=alpha, mask=shown_mask)).save(bare)
@@ -199,6 +240,8 @@ def predict(
 
 def trust_words(r: dict[str, Any]) -> str:
     """What the trust model says of one prediction, in a few words."""
+    if r.get("trust") == "multilabel":
+        return "no trust model (fitted for multi-class models only)"
     if r.get("trust") != "ok":
         return "trust unavailable (checkpoint written before trust models)"
     words = [
@@ -249,7 +292,11 @@ def format_text(results: Sequence[dict[str, Any]], cutoff: float) -> str:
             if r["passes_cutoff"]
             else f"below cut-off {cutoff:g}: uncertain"
         )
-        lines.append(f"{r['image']}: {r['label']} {r['confidence']:.3f} ({verdict}); {trust_words(r)}")
+        if "findings" in r:  # multi-label: what is present, each at or over its own threshold
+            found = ", ".join(f"{c} {p:.3f}" for c, p in r["findings"].items()) or "no finding over its threshold"
+            lines.append(f"{r['image']}: {found}; {trust_words(r)}")
+        else:
+            lines.append(f"{r['image']}: {r['label']} {r['confidence']:.3f} ({verdict}); {trust_words(r)}")
         lines.append("    " + "  ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items()))
         if r["heatmap"]:
             lines.append(f"    heatmap: {r['heatmap']}")

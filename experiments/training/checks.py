@@ -38,10 +38,10 @@ def _check(cfg: Config) -> None:
                 f"model.finetune={m.finetune!r} but {m.backbone} has {len(blocks)} blocks "
                 f"({', '.join(blocks)}); use last:1..last:{len(blocks)}, or full"
             )
-    if not t.monitor.startswith(MONITOR_PREFIXES):
+    if t.monitor != "auto" and not t.monitor.startswith(MONITOR_PREFIXES):
         raise ValueError(
-            f"trainer.monitor={t.monitor!r} is not a validation metric; use val/macro_f1, val/acc, "
-            "val/auroc, val/loss or an explain/* metric"
+            f"trainer.monitor={t.monitor!r} is not a validation metric; use auto, val/macro_f1, val/acc, "
+            "val/auroc, val/macro_auroc (multilabel), val/loss or an explain/* metric"
         )
     if t.monitor.startswith("explain/") and not x.enabled:
         raise ValueError(f"trainer.monitor={t.monitor!r} needs explain.enabled: true")

@@ -51,9 +51,17 @@ class TrainResult:
     model_id: str | None = None  # the MLflow logged model of the best checkpoint (models:/<id>)
 
 
-def resolve(cfg: Config) -> Config:
-    """A copy with derived values filled in (input size from the backbone, run name)."""
+MONITOR = {"multiclass": "val/macro_f1", "multilabel": "val/macro_auroc"}  # what trainer.monitor auto means
+
+
+def resolve(cfg: Config, task: str | None = None) -> Config:
+    """A copy with derived values filled in (input size from the backbone, run name; with the
+    data's `task` known, data.task and what trainer.monitor auto means)."""
     cfg = copy.deepcopy(cfg)
+    if task is not None:
+        cfg.data.task = task  # type: ignore[assignment]  (a resolved choice of the same Literal)
+        if cfg.trainer.monitor == "auto":
+            cfg.trainer.monitor = MONITOR[task]
     if cfg.data.image_size is None:
         cfg.data.image_size = default_input_size(cfg.model.backbone)
     if cfg.tracking.run_name is None:
@@ -149,6 +157,7 @@ def train(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = CXRDataModule(cfg.data, seed=cfg.seed)
     dm.prepare_table()
+    cfg = resolve(cfg, dm.task)  # the checkpoint stores the task the data turned out to have
     model = CXRClassifier(cfg, dm.classes, dm.class_weights)
     if rank_zero_only.rank == 0:
         _header(cfg, dm, resume)
@@ -183,7 +192,8 @@ def train(
     )
     lines = EpochLines(cfg.trainer.monitor, cfg.trainer.mode)
     # Before the recorder: the checkpoint it logs carries the trust model.
-    trust = [TrustFit(cfg.trust)] if cfg.trust.enabled else []
+    # The trust model (class Gaussians, temperature, typical heatmaps) is defined for one class per image.
+    trust = [TrustFit(cfg.trust)] if cfg.trust.enabled and not dm.multilabel else []
     trainer = build_trainer(cfg, logger, [*explainers, lines, *callbacks, *trust, recorder, *uploads])
     with stop_signals() as stop:
         try:
