@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from cxrlab.datamodules.images import DEFAULT_DECODING, Decoding, read_image, read_mask
-from cxrlab.datamodules.sources.findings import POSITIVE, finding_column
+from cxrlab.datamodules.sources.findings import BOXES, POSITIVE, finding_column
 from cxrlab.datamodules.transforms import crop_margin, eval_transform
 
 
@@ -46,13 +48,26 @@ def finding_pairs(table: pd.DataFrame, findings: list[str], per_label: int | Non
     return pd.concat(parts) if parts else table.iloc[:0]
 
 
+def _fit_mask(mask: np.ndarray, size: int, margin: float) -> torch.Tensor:
+    """A mask at its own pixel size -> [size, size] bool, cropped like the image (nearest keeps it binary)."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    m = F.interpolate(crop_margin(m, margin), size=(size, size), mode="nearest")
+    return m[0, 0] > 0.5
+
+
 def _load_mask(path: object, size: int, margin: float, decoding: Decoding) -> torch.Tensor:
     if not isinstance(path, str) or not path:
         return torch.zeros(size, size, dtype=torch.bool)
-    m = torch.from_numpy(read_mask(path, decoding)).float()[None, None]
-    # Nearest keeps the mask binary; the crop matches the image's, so pixels line up.
-    m = F.interpolate(crop_margin(m, margin), size=(size, size), mode="nearest")
-    return m[0, 0] > 0.5
+    return _fit_mask(read_mask(path, decoding), size, margin)
+
+
+def box_mask(boxes: object, shape: tuple[int, int]) -> np.ndarray:
+    """lesion_boxes JSON ([[x, y, w, h], ...] in the image's pixels) as a mask of the image's shape."""
+    mask = np.zeros(shape, dtype=bool)
+    if isinstance(boxes, str) and boxes:
+        for x, y, w, h in (b[:4] for b in json.loads(boxes)):
+            mask[max(0, round(y)) : round(y + h), max(0, round(x)) : round(x + w)] = True
+    return mask
 
 
 def load_image_set(
@@ -60,7 +75,8 @@ def load_image_set(
 ) -> ImageSet:
     """Decode a (small) table into tensors, with lung/lesion masks when the table has them."""
     transform = eval_transform(size, margin)
-    images = torch.stack([transform(torch.from_numpy(read_image(p, decoding))[None]) for p in table["path"]])
+    raws = [read_image(p, decoding) for p in table["path"]]
+    images = torch.stack([transform(torch.from_numpy(r)[None]) for r in raws])
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index.get(label, -1) for label in table["label"]], dtype=torch.long)
 
@@ -69,4 +85,8 @@ def load_image_set(
             return None
         return torch.stack([_load_mask(p, size, margin, decoding) for p in table[column]])
 
-    return ImageSet(table.reset_index(drop=True), images, labels, masks("mask_path"), masks("lesion_path"))
+    lesions = masks("lesion_path")
+    if lesions is None and BOXES in table.columns and table[BOXES].map(lambda v: isinstance(v, str) and v not in ("", "[]")).any():
+        # NIH and RSNA mark findings with boxes: drawn at each image's own size, then cropped like it.
+        lesions = torch.stack([_fit_mask(box_mask(b, r.shape), size, margin) for b, r in zip(table[BOXES], raws, strict=True)])
+    return ImageSet(table.reset_index(drop=True), images, labels, masks("mask_path"), lesions)

@@ -265,15 +265,9 @@ class TimmFeatures(nn.Module):
 
 
 def build_backbone(name: str, weights: str = "none") -> Backbone:
-    """Resolve a registry name and weights (imagenet | none | PATH) to a Backbone; PATH may be
-    torchxrayvision weights converted by `cxrlab models import`."""
+    """Resolve a registry name and weights (imagenet | none | PATH) to a Backbone (torchxrayvision
+    weights converted by `cxrlab models import`: xrv_weights.backbone_for, which calls this one)."""
     check_backbone_name(name)
-    if weights not in ("imagenet", "none"):
-        from cxrlab.lightning_modules import xrv_weights  # imports this module
-
-        converted = xrv_weights.read_converted(Path(weights))
-        if converted is not None:  # torchxrayvision weights converted by `cxrlab models import`
-            return xrv_weights.xrv_backbone(name, Path(weights), converted)
     if name.startswith("timm:"):
         return _timm_backbone(name, weights)
     entry = REGISTRY[name]

@@ -18,14 +18,13 @@ from torchmetrics.classification import (
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from cxrlab.config import Config, to_dict
-from cxrlab.lightning_modules.backbones import build_backbone
 from cxrlab.lightning_modules.eval_mode import eval_mode
 from cxrlab.lightning_modules.finetune import apply_finetune
 from cxrlab.lightning_modules.heads import build_head
 from cxrlab.lightning_modules.label_metrics import f1_thresholds, label_scores, masked_bce
 from cxrlab.lightning_modules.optimisation import configure_optimisation
 from cxrlab.lightning_modules.probabilities import output_probs
-from cxrlab.lightning_modules.xrv_weights import set_input_channels
+from cxrlab.lightning_modules.xrv_weights import backbone_for, set_input_channels
 
 THRESHOLDS_KEY = "cxrlab_thresholds"  # multi-label: the per-finding cuts of the checkpoint's own epoch
 NORMAL_NAMES = {"normal", "healthy", "no finding", "no_finding", "negative"}
@@ -58,7 +57,7 @@ class CXRClassifier(L.LightningModule):
         self.classes = list(classes)
         self.multilabel = config.data.task == "multilabel"
         m = config.model
-        bb = build_backbone(m.backbone, m.weights)
+        bb = backbone_for(m.backbone, m.weights)
         self.backbone = bb.features
         self.target_layer = "backbone" + (f".{bb.target_layer}" if bb.target_layer else "")
         # data.image_size none means the backbone's own input size.

@@ -29,7 +29,6 @@ files (looked up by file name); it is imported lazily, only by the import comman
 
 from __future__ import annotations
 
-import importlib
 import pickle
 import sys
 import warnings
@@ -43,7 +42,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cxrlab.lightning_modules.backbones import REGISTRY, Backbone
+from cxrlab.lightning_modules.backbones import (
+    REGISTRY,
+    Backbone,
+    build_backbone,
+    check_backbone_name,
+)
 
 FORMAT = "cxrlab-xrv-v1"
 ARCHS = ("densenet121",)  # torchxrayvision's DenseNet with densenet121's block configuration
@@ -84,9 +88,10 @@ def _first_line(e: BaseException) -> str:
 def _xrv_models() -> Any | None:
     """torchxrayvision.models, or None when torchxrayvision is not installed (or fails to import)."""
     try:
-        return importlib.import_module("torchxrayvision.models")
+        from torchxrayvision import models  # optional: the import command works without it
     except Exception:
         return None
+    return models
 
 
 def _allowed_globals() -> dict[str, Any]:
@@ -363,6 +368,16 @@ def input_norm(scale: tuple[float, float] | list[float], channels: int) -> tuple
     """mean/std with (x - mean) / std = lo + x * (hi - lo): [0, 1] images to the [lo, hi] scale."""
     lo, hi = float(scale[0]), float(scale[1])
     return (-lo / (hi - lo),) * channels, (1.0 / (hi - lo),) * channels
+
+
+def backbone_for(name: str, weights: str) -> Backbone:
+    """What model.weights builds: torchxrayvision weights converted by `cxrlab models import`, else
+    `build_backbone` (imagenet, none, or any other PATH)."""
+    converted = read_converted(Path(weights)) if weights not in ("imagenet", "none") else None
+    if converted is None:
+        return build_backbone(name, weights)
+    check_backbone_name(name)
+    return xrv_backbone(name, Path(weights), converted)
 
 
 def xrv_backbone(name: str, path: Path, data: dict[str, Any]) -> Backbone:

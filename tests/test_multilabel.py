@@ -15,7 +15,9 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from cxrlab.config import DataConfig
 from cxrlab.datamodules.datamodule import CXRDataModule
-from cxrlab.datamodules.sources.findings import finding_column
+from cxrlab.datamodules.probe import load_image_set
+from cxrlab.datamodules.sources import load_table
+from cxrlab.datamodules.sources.findings import BOXES, finding_column
 from cxrlab.datamodules.targets import label_targets, pos_weights
 from cxrlab.lightning_modules.label_metrics import label_scores, masked_bce
 
@@ -109,3 +111,17 @@ def test_balance_other_than_class_weights_is_refused_for_multilabel(tmp_path: Pa
                                   min_image_size=16), seed=0)
     with pytest.raises(ValueError, match="data.class_weights: true"):
         dm.prepare_table()
+
+
+def test_nih_boxes_become_lesion_masks_at_the_input_size(tmp_path: Path) -> None:
+    root = trees.write_nih(tmp_path)
+    table = load_table("nih", root)
+    boxed = table[table[BOXES].notna()].reset_index(drop=True)
+    images = load_image_set(boxed, ["Cardiomegaly"], size=32)
+    assert images.lesion_masks is not None and images.lesion_masks.shape == (len(boxed), 32, 32)
+    first = boxed.index[boxed["path"].str.endswith("00000001_000.png")][0]
+    x, y, w, h = trees.NIH_BOXES[0][2:]  # on a 64 px image drawn at 32 px: every coordinate halves
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[round(y) // 2 : round(y + h) // 2, round(x) // 2 : round(x + w) // 2] = True
+    assert (images.lesion_masks[first] ^ expected).float().mean() < 0.03  # nearest resampling at the edges
+    assert images.lesion_masks.flatten(1).any(1).all()  # every boxed image has its lesion

@@ -36,6 +36,7 @@ SKIP: dict[str, str] = {
     "cxrlab predict CKPT img1.png": "a syntax template, not a command",
     "cxrlab compare [--experiment NAME]": "a syntax template, not a command",
     "--data.root /data/": "needs a real dataset a user downloads (tests/test_study_configs.py runs every study config on a fixture tree with the dataset's layout)",
+    "cxrlab models import /data/": "needs torchxrayvision's weights file, which a user downloads (tests/test_xrv_weights.py imports a file with its key names and shapes)",
     "--gpus 0,1,2,3": "needs four GPUs and a PostgreSQL host",
     "docker/torchrun_train.sh 4": "needs four GPUs (tests/test_cluster_scripts.py runs it with 2 CPU processes)",
     "export CXRLAB_STORAGE=": "names a PostgreSQL host and an MLflow server of a cluster",

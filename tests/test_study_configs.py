@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dataset_trees as trees
-import multilabel_trees
 import mlflow
+import multilabel_trees
 import pytest
 
 from cxrlab.experiments.cli.main import main

@@ -395,3 +395,20 @@ def test_road_gap_and_pointing_game_are_sweep_objectives(in_tmp_cwd: Path) -> No
     assert -1 <= trial.values[0] <= 1 and 0 <= trial.values[1] <= 1
     (run,) = children(outcome.parent_run_id)
     assert {"explain/road_gap", "explain/pointing_game"} <= set(run.data.metrics)
+
+
+def test_a_multilabel_study_optimises_macro_auroc(in_tmp_cwd: Path) -> None:
+    """A sweep runs unchanged on a multi-label task: its trials train sigmoid models and report val/macro_auroc."""
+    from cxrlab.datamodules.phantom import generate_phantom
+
+    generate_phantom(in_tmp_cwd / "phantom-ml", n_per_class=10, size=32, seed=0, progress=False, multilabel=True)
+    search = {"sampler": "random", "n_trials": 1, "objectives": ["val/macro_auroc"],
+              "params": {"model.lr": {"low": 1e-3, "high": 3e-3, "log": True}}}
+    config = sweep_yaml(in_tmp_cwd / "multilabel.yaml", search, **{
+        "data.root": str(in_tmp_cwd / "phantom-ml"), "data.split": [0.6, 0.4]})
+    outcome = run_sweep(config, gpus="none")
+    (trial,) = load("multilabel").trials
+    assert trial.state == TrialState.COMPLETE and 0 <= trial.values[0] <= 1
+    (run,) = children(outcome.parent_run_id)
+    assert run.data.params["data.task"] == "multilabel"
+    assert {"val/macro_auroc", "val/auroc/bacteria"} <= set(run.data.metrics)

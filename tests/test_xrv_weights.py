@@ -22,10 +22,9 @@ from torch import nn
 
 from cxrlab.config import to_dict
 from cxrlab.experiments.cli.main import build_parser, main
-from cxrlab.lightning_modules.backbones import build_backbone
 from cxrlab.lightning_modules.checkpoint import load_classifier
 from cxrlab.lightning_modules.classifier import CXRClassifier
-from cxrlab.lightning_modules.xrv_weights import FORMAT
+from cxrlab.lightning_modules.xrv_weights import FORMAT, backbone_for
 
 CLASSES = ["covid", "normal", "pneumonia"]
 PATHOLOGIES = [f"finding{i}" for i in range(18)]
@@ -176,7 +175,7 @@ def test_converted_file_with_a_wrong_key_fails_in_one_line(converted: Path, tmp_
     bad = tmp_path / "bad.pt"
     torch.save(data, bad)
     with pytest.raises(ValueError) as e:
-        build_backbone("densenet121", str(bad))
+        backbone_for("densenet121", str(bad))
     assert "\n" not in str(e.value)
     assert str(e.value) == (
         f"model.weights: {bad}: no tensor features.norm5.weight, which torchxrayvision's densenet121 has; "
@@ -186,7 +185,7 @@ def test_converted_file_with_a_wrong_key_fails_in_one_line(converted: Path, tmp_
 
 def test_converted_file_needs_densenet121(converted: Path) -> None:
     with pytest.raises(ValueError, match=r"holds torchxrayvision densenet121 weights; set model.backbone: densenet121 \(got 'resnet18'\)"):
-        build_backbone("resnet18", str(converted))
+        backbone_for("resnet18", str(converted))
 
 
 # --------------------------------------------------------------------------- bad inputs: one clear line

@@ -37,10 +37,12 @@ class ExplanationSet:
     focus: dict[str, torch.Tensor]  # lung_focus, lesion_focus (with masks), border_focus, ...: [N], NaN undefined
     verdict: ShortcutVerdict | None  # None when the alarm is disabled
     sanity: dict[str, float]  # road_gap (explain.road), pointing_game (lesion masks): sweep objectives
+    multilabel: bool = False  # each image is one (film, positive finding) pair, explained on that finding
 
     @property
     def preds(self) -> torch.Tensor:
-        return self.probs.argmax(1)
+        """The class each map explains: the predicted one, or (multi-label) the image's finding."""
+        return explained_classes(self.probs, self.labels, self.multilabel)[0]
 
 
 def target_layer(model: nn.Module, settings: ExplainConfig) -> str | nn.Module:
@@ -94,7 +96,9 @@ def explain_images(
     focus |= region_focus(focus_maps, images.cpu(), settings.border_width, settings.corner_size)
     sanity = {} if focus_only else epoch_sanity(model, x, focus_maps, explained, lesion_masks, settings, seed, batch_size)
     verdict = shortcut_verdict(focus, settings.alarm) if settings.alarm.enabled else None
-    return ExplanationSet(classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict, sanity)
+    return ExplanationSet(
+        classes, images.cpu(), labels.cpu(), probs, maps, primary, eigen, aopc, focus, verdict, sanity, is_multilabel(model)
+    )
 
 
 def epoch_sanity(

@@ -86,7 +86,7 @@ def _heatmap_path(folder: Path, image: str, used: set[Path]) -> Path:
 TRUST_FIELDS = ("in_distribution", "ood_score", "template_corr", "explanation_typical", "shortcut_flag")
 
 
-def _model_input(model: CXRClassifier, raws: Sequence[np.ndarray]) -> torch.Tensor:
+def model_input(model: CXRClassifier, raws: Sequence[np.ndarray]) -> torch.Tensor:
     """Decoded [H, W] arrays as the model takes them (cropped and resized as in training)."""
     transform = eval_transform(model.input_size, model.config.data.crop_margin)
     return torch.stack([transform(torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[None]) for r in raws])
@@ -116,11 +116,11 @@ def predict_arrays(
     results: list[dict[str, Any]] = []
     for start in range(0, len(raws), BATCH):
         chunk = slice(start, start + BATCH)
-        batch = _model_input(model, raws[chunk]).to(model.device)
+        batch = model_input(model, raws[chunk]).to(model.device)
         chunk_masks = masks[chunk]
         lungs = None
         if all(m is not None for m in chunk_masks):
-            lungs = _model_input(model, [m.astype(np.float32) for m in chunk_masks])[:, 0] > 0.5
+            lungs = model_input(model, [m.astype(np.float32) for m in chunk_masks])[:, 0] > 0.5
         v = judge(model, trust, batch, model.config.explain, lungs)
         top, predicted = v.probs.max(1)
         for i, name in enumerate(names[chunk]):
@@ -152,7 +152,7 @@ def _predict_findings(
     layer = target_layer(model, model.config.explain)
     results: list[dict[str, Any]] = []
     for start in range(0, len(raws), BATCH):
-        batch = _model_input(model, raws[start:start + BATCH]).to(model.device)
+        batch = model_input(model, raws[start:start + BATCH]).to(model.device)
         with torch.no_grad():
             probs = model.probabilities(model(batch)).cpu()
         maps = heatmaps(model, layer, batch, "gradcam").cpu() if heatmap else None
