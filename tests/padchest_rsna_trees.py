@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+from samples import write_dicom
 
 SIDE = 64
 
@@ -212,37 +213,21 @@ RSNA_VIEWS = dict(Counter(i.view for i in RSNA_KEPT.values()))
 RSNA_TEST_ONLY = rsna_id(99)  # in stage_2_test_images/ only: never read
 
 
-def write_dicom(path: Path, pid: str, view: str, boxes: tuple[tuple[int, int, int, int], ...], seed: int) -> Path:
+def write_rsna_dicom(path: Path, pid: str, view: str, boxes: tuple[tuple[int, int, int, int], ...], seed: int) -> Path:
     """An uncompressed 8-bit MONOCHROME2 CR DICOM with the challenge's header fields (the real
     files are JPEG-compressed, which pydicom cannot write; the decoder reads both)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     rng = np.random.default_rng(seed)
     img = rng.integers(20, 90, (SIDE, SIDE)).astype(np.uint8)
     for x, y, w, h in boxes:
         img[y : y + h, x : x + w] = 230
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID = pid, pid
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # the challenge writes ages as '51', not the DICOM '051Y'
         warnings.simplefilter("ignore")
-        ds.PatientAge = "51"
-    ds.PatientSex = "F"
-    ds.Modality, ds.ConversionType, ds.BodyPartExamined = "CR", "WSD", "CHEST"
-    ds.ViewPosition, ds.SeriesDescription = view, f"view: {view}"
-    ds.Rows, ds.Columns = img.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = img.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        return write_dicom(
+            path, img, modality="CR", bits_stored=8, PatientName=pid, PatientID=pid, PatientAge="51",
+            PatientSex="F", ConversionType="WSD", BodyPartExamined="CHEST", ViewPosition=view,
+            SeriesDescription=f"view: {view}",
+        )
 
 
 def write_rsna(base: Path) -> Path:
@@ -252,11 +237,11 @@ def write_rsna(base: Path) -> Path:
     for img in RSNA_IMAGES:
         pid = rsna_id(img.n)
         if img.write:
-            write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", pid, img.view, img.boxes, img.n)
+            write_rsna_dicom(root / "stage_2_train_images" / f"{pid}.dcm", pid, img.view, img.boxes, img.n)
         for b in img.boxes or [None]:
             labels.append([pid, *(f"{v:.1f}" for v in b), "1"] if b else [pid, "", "", "", "", "0"])
             details.append([pid, img.detail])
-    write_dicom(root / "stage_2_test_images" / f"{RSNA_TEST_ONLY}.dcm", RSNA_TEST_ONLY, "PA", (), 99)
+    write_rsna_dicom(root / "stage_2_test_images" / f"{RSNA_TEST_ONLY}.dcm", RSNA_TEST_ONLY, "PA", (), 99)
     for name, header, rows in (("stage_2_train_labels.csv", ["patientId", "x", "y", "width", "height", "Target"], labels),
                                ("stage_2_detailed_class_info.csv", ["patientId", "class"], details)):
         with (root / name).open("w", newline="") as f:

@@ -4,10 +4,12 @@ multi-label source into targets and splits."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import multilabel_trees as trees
 import numpy as np
+import padchest_rsna_trees as pr_trees
 import pandas as pd
 import pytest
 import torch
@@ -15,11 +17,12 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from cxrlab.config import DataConfig
 from cxrlab.datamodules.datamodule import CXRDataModule
+from cxrlab.datamodules.inspection import finding_counts, inspect_dataset, report_text
 from cxrlab.datamodules.probe import load_image_set
 from cxrlab.datamodules.sources import load_table
 from cxrlab.datamodules.sources.findings import BOXES, finding_column
 from cxrlab.datamodules.targets import label_targets, pos_weights
-from cxrlab.lightning_modules.label_metrics import label_scores, masked_bce
+from cxrlab.lightning_modules.label_metrics import f1_threshold, label_scores, masked_bce
 
 # Two images x three findings as CheXpert writes them: 1 present, 0 absent, -1 uncertain, NaN blank.
 RAW = [[1.0, -1.0, math.nan], [0.0, 1.0, -1.0]]
@@ -125,3 +128,37 @@ def test_nih_boxes_become_lesion_masks_at_the_input_size(tmp_path: Path) -> None
     expected[round(y) // 2 : round(y + h) // 2, round(x) // 2 : round(x + w) // 2] = True
     assert (images.lesion_masks[first] ^ expected).float().mean() < 0.03  # nearest resampling at the edges
     assert images.lesion_masks.flatten(1).any(1).all()  # every boxed image has its lesion
+
+
+# source -> (tree writer, its expected positives per finding, counted from the tree's own definitions)
+TREES = {
+    "nih": (trees.write_nih, trees.NIH_POSITIVES),
+    "chexpert": (trees.write_chexpert, trees.CHEXPERT_POSITIVES),
+    "mimic_cxr_jpg": (trees.write_mimic, trees.MIMIC_POSITIVES),
+    "padchest": (pr_trees.write_padchest, pr_trees.PADCHEST_EXPECTED),
+    "rsna_pneumonia": (pr_trees.write_rsna, pr_trees.RSNA_EXPECTED),
+}
+
+
+@pytest.mark.parametrize("source", list(TREES))
+def test_each_tree_splits_by_patient_and_inspects_per_finding(source: str, tmp_path: Path) -> None:
+    write, positives = TREES[source]
+    root = write(tmp_path)
+    dm = CXRDataModule(DataConfig(source=source, root=str(root), image_size=32, split=[0.6, 0.2, 0.2]), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the trees' skipped rows and findings absent from a small split
+        table = dm.prepare_table()
+        ins = inspect_dataset(DataConfig(source=source, root=str(root)), workers=1, progress=False)
+    assert dm.multilabel and table.groupby("patient_id")["split"].nunique().max() == 1
+    counts = finding_counts(ins.images)
+    assert {f: n for f, n in counts["present"].items() if n} == {f: n for f, n in positives.items() if n}
+    assert (counts["uncertain share"] <= 1).all() and "findings" in report_text(ins)
+
+
+def test_f1_threshold_is_the_best_cut_scikit_learn_finds() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.random(60) < 0.3
+        s = np.round(0.5 * rng.random(60) + 0.4 * y, 2)
+        best = max(f1_score(y, s >= c) for c in np.unique(s))
+        assert f1_score(y, s >= f1_threshold(s, y)) == pytest.approx(best)

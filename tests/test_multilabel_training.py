@@ -152,3 +152,12 @@ def test_gradcam_per_finding_matches_pytorch_grad_cam(trained: dict[str, Any]) -
             assert r > 0.999, (FINDINGS[j], b, r)
             compared += 1
     assert compared >= len(x) * len(FINDINGS) // 2
+
+
+def test_compare_reads_multilabel_runs(trained: dict[str, Any], isolate: Callable) -> None:
+    out = trained["work"] / "comparison"
+    with isolate(trained["work"]):
+        assert main(["compare", "--experiment", "phantom-multilabel", "--metrics",
+                     "val/macro_auroc,test/auroc/bacteria", "--out", str(out)]) == 0
+    table = pd.read_csv(next(out.glob("*.csv")))
+    assert any("macro_auroc" in c for c in table.columns)

@@ -147,6 +147,22 @@ def test_features_equal_torchxrayvision_on_its_scale(xrv_model: CXRClassifier, o
         assert xrv_model(x).shape == (2, len(CLASSES))  # the head is cxrlab's, for the run's classes
 
 
+def test_logits_equal_the_original_module_with_its_classifier_as_head(
+    converted: Path, original: nn.Module, make_config: Callable
+) -> None:
+    """With the file's own classifier copied into a gap-linear head over its 18 pathologies, cxrlab's
+    model gives torchxrayvision's logits (its forward: features, ReLU, average pool, classifier)."""
+    cfg = make_config({"model.backbone": "densenet121", "model.weights": str(converted), "data.image_size": SIZE})
+    model = CXRClassifier(cfg, PATHOLOGIES).eval()
+    state = torch.load(converted, map_location="cpu", weights_only=True)["state_dict"]
+    model.head[-1].load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    x = torch.rand(3, 1, SIZE, SIZE)
+    with torch.no_grad():
+        features = torch.relu(original.features(x * 2048 - 1024))
+        want = original.classifier(torch.nn.functional.adaptive_avg_pool2d(features, 1).flatten(1))
+        torch.testing.assert_close(model(x), want, atol=1e-5, rtol=1e-5)
+
+
 def test_checkpoint_rebuilds_without_the_weights_file(
     xrv_model: CXRClassifier, converted: Path, tmp_path: Path
 ) -> None:
