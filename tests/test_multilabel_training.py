@@ -161,3 +161,13 @@ def test_compare_reads_multilabel_runs(trained: dict[str, Any], isolate: Callabl
                      "val/macro_auroc,test/auroc/bacteria", "--out", str(out)]) == 0
     table = pd.read_csv(next(out.glob("*.csv")))
     assert any("macro_auroc" in c for c in table.columns)
+
+
+def test_sanity_checks_run_on_each_finding(trained: dict[str, Any], isolate: Callable) -> None:
+    out = trained["work"] / "sanity"
+    with isolate(trained["work"]):
+        assert main(["explain", "sanity", str(trained["ckpt"]), "--methods", "gradcam", "--n", "1",
+                     "--out", str(out), "--quiet"]) == 0
+    numbers = json.loads((out / "sanity.json").read_text())
+    assert set(numbers) == {"gradcam", "edge"} and not numbers["edge"]["passes"]
+    assert numbers["gradcam"]["pointing_game"] is not None  # the phantom's lesion masks, per finding

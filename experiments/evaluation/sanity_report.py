@@ -41,7 +41,8 @@ def run_sanity(model: Any, data: EvaluationData, split: str, cfg: Config, per_cl
             bar.set_postfix_str(f"{method} done")
             bar.update(1)
 
-        checks = sanity_checks(model, images.images, cfg.explain, images.lesion_masks, cfg.seed, progress=step)
+        checks = sanity_checks(model, images.images, cfg.explain, images.lesion_masks, cfg.seed, progress=step,
+                               labels=images.labels)
     return checks, images
 
 

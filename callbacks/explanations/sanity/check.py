@@ -29,6 +29,7 @@ from cxrlab.callbacks.explanations.sanity.randomisation import (
 from cxrlab.callbacks.explanations.sanity.road import RoadResult, road_curves, road_steps
 from cxrlab.config import ExplainConfig
 from cxrlab.lightning_modules.eval_mode import eval_mode
+from cxrlab.lightning_modules.probabilities import explained_classes, is_multilabel, output_probs
 
 CONTROL = "edge"  # the model-free negative control: it must fail model randomisation
 
@@ -98,11 +99,14 @@ def sanity_checks(
     seed: int = 0,
     batch_size: int = 32,
     progress: Callable[[str], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, MethodSanity]:
     """Check every method of `checked_methods(settings)` on images [N, 1, H, W] in [0, 1], each map
-    of its image's predicted class; `progress` hears each method's name once it is checked."""
+    of its image's predicted class (multi-label: of its finding, `labels`); `progress` hears each
+    method's name once it is checked."""
     with eval_mode(model), torch.no_grad():
-        preds = torch.cat([model(b).argmax(1) for b in images.split(batch_size)])
+        probs = torch.cat([output_probs(model, model(b)) for b in images.split(batch_size)])
+    preds = explained_classes(probs, labels if labels is not None else probs.argmax(1), is_multilabel(model))[0]
     layer = target_layer(model, settings)
     stages = randomisation_stages(model, settings.sanity.stages)
     a = settings.aopc
