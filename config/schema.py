@@ -243,6 +243,12 @@ class TrainerConfig(Section):
     patience: int | None = Field(None, description="early-stopping patience in epochs (none = off)", ge=1)
     enable_progress_bar: bool = Field(True, description="show the progress bar")
 
+    def monitor_for(self, task: str) -> str:
+        """The monitor, with auto read as the task's own (val/macro_auroc for multilabel, else val/macro_f1)."""
+        if self.monitor != "auto":
+            return self.monitor
+        return "val/macro_auroc" if task == "multilabel" else "val/macro_f1"
+
 
 class TrackingConfig(Section):
     """Where runs are recorded."""

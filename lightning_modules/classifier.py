@@ -240,7 +240,10 @@ class CXRClassifier(L.LightningModule):
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         if backbone:
             groups.append({"params": backbone, "lr": lr * mult, "name": "backbone"})
-        return configure_optimisation(groups, m, self.config.trainer)
+        # A model built from an unresolved config still hands the plateau schedule a real metric.
+        task = "multilabel" if self.multilabel else "multiclass"
+        trainer = self.config.trainer.model_copy(update={"monitor": self.config.trainer.monitor_for(task)})
+        return configure_optimisation(groups, m, trainer)
 
     # ------------------------------------------------------------------ checkpoint metadata
 

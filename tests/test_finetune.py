@@ -197,4 +197,6 @@ def test_schedulers(make_config: Callable) -> None:
     cosine = resnet18_model(make_config, scheduler="cosine").configure_optimizers()
     assert isinstance(cosine["lr_scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
     plateau = resnet18_model(make_config, scheduler="plateau").configure_optimizers()
-    assert plateau["lr_scheduler"]["monitor"] == "val/macro_f1"
+    assert plateau["lr_scheduler"]["monitor"] == "val/macro_f1"  # trainer.monitor auto, read for the task
+    multilabel = CXRClassifier(make_config({"model.scheduler": "plateau", "data.task": "multilabel"}), CLASSES)
+    assert multilabel.configure_optimizers()["lr_scheduler"]["monitor"] == "val/macro_auroc"

@@ -94,11 +94,17 @@ def fill_placeholders(line: str, work: Path) -> str:
     ckpts = sorted(work.glob("mlruns/checkpoints/*/*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
     assert ckpts, f"{line!r} needs a checkpoint, but no earlier block trained one"
     client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
-    runs = [r.info.run_id for r in client.search_runs(
+    found = client.search_runs(
         [e.experiment_id for e in client.search_experiments()], "tags.`cxrlab.kind` = 'train'",
         order_by=["attributes.start_time DESC"],
-    )]
-    values = {"CKPT": str(ckpts[-1]), "RUN_ID": runs[0], "RUN_A": runs[min(1, len(runs) - 1)], "RUN_B": runs[0]}
+    )
+    runs = [r.info.run_id for r in found]
+    # RUN_A and RUN_B are two runs a user would compare: the newest two of one experiment (a
+    # multi-label run's findings are not a four-class run's classes).
+    pairs = [[r.info.run_id for r in found if r.info.experiment_id == e] for e in dict.fromkeys(
+        r.info.experiment_id for r in found)]
+    pair = next((p for p in pairs if len(p) > 1), runs[:1] * 2)
+    values = {"CKPT": str(ckpts[-1]), "RUN_ID": runs[0], "RUN_A": pair[1], "RUN_B": pair[0]}
     return re.sub(r"\b(CKPT|RUN_ID|RUN_A|RUN_B)\b", lambda m: values[m.group(1)], line)
 
 

@@ -34,6 +34,8 @@ SWEEP_DATA = {
 # The README's commands run them as a user does (tests/test_readme.py, which also fails on any
 # FAIL trial or failed run): phantom_sweep with 2 workers and its own loader workers.
 ELSEWHERE = {name: "tests/test_readme.py" for name in ("phantom_demo", "phantom_sweep", "phantom_shortcut_sweep")}
+# Trained as shipped, once for its module, on a multi-label phantom set.
+ELSEWHERE["phantom_multilabel"] = "tests/test_multilabel_training.py"
 
 
 def test_every_config_is_run_by_a_test() -> None:

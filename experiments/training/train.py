@@ -51,17 +51,13 @@ class TrainResult:
     model_id: str | None = None  # the MLflow logged model of the best checkpoint (models:/<id>)
 
 
-MONITOR = {"multiclass": "val/macro_f1", "multilabel": "val/macro_auroc"}  # what trainer.monitor auto means
-
-
 def resolve(cfg: Config, task: str | None = None) -> Config:
     """A copy with derived values filled in (input size from the backbone, run name; with the
     data's `task` known, data.task and what trainer.monitor auto means)."""
     cfg = copy.deepcopy(cfg)
     if task is not None:
         cfg.data.task = task  # type: ignore[assignment]  (a resolved choice of the same Literal)
-        if cfg.trainer.monitor == "auto":
-            cfg.trainer.monitor = MONITOR[task]
+        cfg.trainer.monitor = cfg.trainer.monitor_for(task)
     if cfg.data.image_size is None:
         cfg.data.image_size = default_input_size(cfg.model.backbone)
     if cfg.tracking.run_name is None:
