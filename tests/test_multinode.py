@@ -23,7 +23,10 @@ from cxrlab.experiments.sweeps.trial_runs import PARENT_ATTR, RUN_ATTR
 from cxrlab.lightning_modules.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-TRIALS_PER_NODE = 2
+# One trial on one worker per node: the nodes share the study's numbering, its parent run and the
+# server all the same, and every trial costs a training with explanations and uploaded checkpoints.
+# Several worker processes on one study are tests/test_sweep.py's (journal file and PostgreSQL).
+TRIALS_PER_NODE = 1
 
 
 def node_config(path: Path, data: Path) -> Path:
@@ -68,7 +71,7 @@ def test_two_nodes_one_study_through_a_tracking_server(
 ) -> None:
     storage = create_database(postgres, "optuna")
     config = node_config(tmp_path / "multinode.yaml", folder_tree)
-    sweep = ["sweep", "--config", str(config), "--storage", storage, "--workers", "2", "--gpus", "none",
+    sweep = ["sweep", "--config", str(config), "--storage", storage, "--workers", "1", "--gpus", "none",
              "--n_trials", str(TRIALS_PER_NODE)]
     nodes = [cxrlab(tmp_path / node, mlflow_server, *sweep) for node in ("node-a", "node-b")]
     outputs = [finish(p) for p in nodes]
