@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import multilabel_trees as trees
+import padchest_rsna_trees as rsna_padchest
 import pandas as pd
 import pytest
 
@@ -27,6 +28,7 @@ from cxrlab.datamodules.sources.findings import (
     finding_names,
     summary_label,
 )
+from cxrlab.experiments.cli.main import main
 
 
 def read(root: Path, source: str = "auto", **options: Any) -> Any:
@@ -191,3 +193,24 @@ def test_mimic_gunzipped_tables(mimic: Path, tmp_path: Path) -> None:
         t = load_table("mimic_cxr_jpg", root)
     assert counts(t, trees.MIMIC_FINDINGS, 1.0) == trees.MIMIC_POSITIVES
 
+
+
+@pytest.mark.parametrize(("source", "table", "column"), [
+    ("nih", "Data_Entry_2017.csv", "Finding Labels"),
+    ("chexpert", "CheXpert-v1.0-small/train.csv", "Path"),
+    ("mimic_cxr_jpg", "mimic-cxr-jpg/2.0.0/mimic-cxr-2.0.0-chexpert.csv.gz", "Edema"),
+    ("padchest", rsna_padchest.PADCHEST_CSV, "Labels"),
+    ("rsna_pneumonia", "stage_2_train_labels.csv", "Target"),
+])
+def test_a_table_without_a_column_is_one_line(
+    tmp_path: Path, source: str, table: str, column: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label table that lost a column names the file, the column and what the file should be."""
+    writer = {"nih": trees.write_nih, "chexpert": trees.write_chexpert, "mimic_cxr_jpg": trees.write_mimic,
+              "padchest": rsna_padchest.write_padchest, "rsna_pneumonia": rsna_padchest.write_rsna}[source]
+    root = writer(tmp_path / source)
+    path = next(p for p in root.rglob(Path(table).name) if str(p).endswith(table))
+    pd.read_csv(path, dtype=str).drop(columns=[column]).to_csv(path, index=False)
+    assert main(["data", "inspect", "--data.source", source, "--data.root", str(root), "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(path) in line and f"missing column(s) {column}" in line and "is this" in line

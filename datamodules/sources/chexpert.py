@@ -21,7 +21,7 @@ from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.findings import finding_row
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table, stem_patient
+from cxrlab.datamodules.sources.table import make_table, require_columns, stem_patient
 
 FINDINGS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -52,9 +52,11 @@ def _is_table(path: Path) -> bool:
     return "Path" in header and "Frontal/Lateral" in header
 
 
-def dataset_dir(root: Path) -> Path | None:
-    """The folder holding train.csv: root itself or its CheXpert-v1.0-small/ or CheXpert-v1.0/."""
-    return next((d for d in (root, *(root / n for n in NAMES)) if _is_table(d / "train.csv")), None)
+def dataset_dir(root: Path, header: bool = True) -> Path | None:
+    """The folder holding train.csv: root itself or its CheXpert-v1.0-small/ or CheXpert-v1.0/
+    (with header=False, any train.csv: a table that lost a column is then named by read_labels)."""
+    folders = (root, *(root / n for n in NAMES))
+    return next((d for d in folders if (_is_table if header else Path.is_file)(d / "train.csv")), None)
 
 
 def image_path(folder: Path, path: str) -> Path:
@@ -80,9 +82,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     """One CheXpert table as text cells (blanks kept as '')."""
     table = pd.read_csv(check_size(path, MAX_TABLE_BYTES, "a label table"), dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; is this CheXpert's train.csv?")
+    require_columns(path, table.columns, COLUMNS, "is this CheXpert's train.csv?")
     return table
 
 
@@ -96,7 +96,7 @@ def read_labels(path: Path) -> pd.DataFrame:
 )
 def load_chexpert(root: Path, options: SourceOptions) -> pd.DataFrame:
     """One row per table row; views outside data.views (Lateral by default) are skipped."""
-    folder = dataset_dir(root)
+    folder = dataset_dir(root, header=False)
     if folder is None:
         raise FileNotFoundError(f"{root}: no CheXpert train.csv; point data.root at CheXpert-v1.0-small/")
     rows = []

@@ -15,7 +15,7 @@ import pandas as pd
 from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 # Leaves of flat (older) findings and of findings whose hierarchy lacks a category.
 LEAVES = {
@@ -76,9 +76,7 @@ def load_cohen(root: Path, options: SourceOptions) -> pd.DataFrame:
     table = pd.read_csv(check_size(meta, MAX_TABLE_BYTES, "a metadata table"), dtype=str, keep_default_na=False)
     table = table.loc[:, [not c.lower().startswith("unnamed") for c in table.columns]]
     table.columns = [c.strip().lower() for c in table.columns]
-    missing = [c for c in ("patientid", "finding", "filename") if c not in table.columns]
-    if missing:
-        raise ValueError(f"{meta}: missing column(s) {', '.join(missing)}; is this Cohen's metadata.csv?")
+    require_columns(meta, table.columns, ("patientid", "finding", "filename"), "is this Cohen's metadata.csv?")
     rows = []
     for r in table.to_dict("records"):
         folder = r.get("folder", "") or "images"  # older releases keep every image in images/

@@ -16,7 +16,7 @@ from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.kermany import kermany_patient
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 METADATA = "Chest_xray_Corona_Metadata.csv"
 IMAGES = "Coronahack-Chest-XRay-Dataset"
@@ -53,9 +53,7 @@ def load_coronahack(root: Path, options: SourceOptions) -> pd.DataFrame:
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found; point data.root at the unzipped CoronaHack folder")
     table = pd.read_csv(check_size(meta, MAX_TABLE_BYTES, "a metadata table"), dtype=str, keep_default_na=False)
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{meta}: missing column(s) {', '.join(missing)}; is this the CoronaHack metadata?")
+    require_columns(meta, table.columns, COLUMNS, "is this the CoronaHack metadata?")
     images = image_dir(root)
     rows = []
     for r in table.itertuples(index=False):

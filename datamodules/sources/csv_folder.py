@@ -15,7 +15,7 @@ from cxrlab.datamodules.sources.findings import NEGATIVE, POSITIVE, PREFIX, UNCE
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
 from cxrlab.datamodules.sources.screen import strict_error
-from cxrlab.datamodules.sources.table import OPTIONAL_PATHS, REQUIRED, SPLITS
+from cxrlab.datamodules.sources.table import OPTIONAL_PATHS, REQUIRED, SPLITS, require_columns
 
 FINDING_VALUES = (POSITIVE, NEGATIVE, UNCERTAIN)
 
@@ -43,12 +43,8 @@ def csv_source(csv_path: str | Path, name: str | None = None) -> pd.DataFrame:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as e:
         raise ValueError(f"{csv_path}: not a readable CSV ({e})") from None
-    missing = [c for c in REQUIRED if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{csv_path}: missing column(s) {', '.join(missing)}; the CSV needs a header with "
-            f"path,label (optional: patient_id, mask_path, lesion_path, split); found {list(table.columns)}"
-        )
+    require_columns(csv_path, table.columns, REQUIRED, "the CSV needs a header with path,label (optional: "
+                    f"patient_id, mask_path, lesion_path, split); found {list(table.columns)}")
     if table.empty:
         raise ValueError(f"{csv_path}: the CSV has a header but no rows")
     empty = table.index[(table["path"] == "") | (table["label"] == "")]

@@ -22,7 +22,7 @@ from cxrlab.datamodules.sources.chexpert import label_value
 from cxrlab.datamodules.sources.findings import finding_row
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 FINDINGS = (  # the label table's order (alphabetical)
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
@@ -49,9 +49,7 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A (gzipped) table as text cells, checked for `columns`."""
     table = pd.read_csv(check_size(path, MAX_TABLE_BYTES, "a MIMIC-CXR table"), dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; is this the MIMIC-CXR-JPG table?")
+    require_columns(path, table.columns, columns, "is this the MIMIC-CXR-JPG table?")
     return table
 
 

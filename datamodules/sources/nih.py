@@ -24,7 +24,7 @@ from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.findings import BOXES, NEGATIVE, NO_FINDING, POSITIVE, finding_row
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -99,9 +99,7 @@ def read_entries(path: Path) -> pd.DataFrame:
     table = pd.read_csv(check_size(path, MAX_TABLE_BYTES, "a data entry table"), dtype=str, keep_default_na=False)
     table = table.loc[:, [not c.startswith("Unnamed") for c in table.columns]]
     table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; is this NIH's Data_Entry_2017.csv?")
+    require_columns(path, table.columns, COLUMNS, "is this NIH's Data_Entry_2017.csv?")
     return table
 
 

@@ -40,7 +40,7 @@ from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.findings import POSITIVE, finding_row
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 CSV_NAMES = (CSV_NAME, f"{CSV_NAME}.gz")
@@ -181,9 +181,7 @@ def load_padchest(root: Path, options: SourceOptions) -> pd.DataFrame:
     if meta is None:
         raise FileNotFoundError(f"{root}: no {CSV_NAME}[.gz]; point data.root at the PadChest folder")
     header = pd.read_csv(check_size(meta, MAX_TABLE_BYTES, "a metadata table"), nrows=0).columns
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"{meta}: missing column(s) {', '.join(missing)}; is this PadChest's label CSV?")
+    require_columns(meta, header, COLUMNS, "is this PadChest's label CSV?")
     table = pd.read_csv(meta, usecols=list(COLUMNS), dtype=str, keep_default_na=False)
     folders: dict[str, Path] = {}  # ImageDir -> its folder (the root for a flat copy)
     rows = []

@@ -32,7 +32,7 @@ from cxrlab.config import MAX_TABLE_BYTES, check_size
 from cxrlab.datamodules.sources.findings import BOXES, NEGATIVE, POSITIVE, finding_row
 from cxrlab.datamodules.sources.options import SourceOptions
 from cxrlab.datamodules.sources.registry import register
-from cxrlab.datamodules.sources.table import make_table
+from cxrlab.datamodules.sources.table import make_table, require_columns
 
 LUNG_OPACITY = "Lung Opacity"
 FINDINGS = (LUNG_OPACITY,)
@@ -75,9 +75,7 @@ def dicom_view(path: Path) -> str:
 def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A label CSV as text, refused when a column is missing."""
     table = pd.read_csv(check_size(path, MAX_TABLE_BYTES, "a label table"), dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; is this the RSNA pneumonia CSV?")
+    require_columns(path, table.columns, columns, "is this the RSNA pneumonia CSV?")
     return table
 
 

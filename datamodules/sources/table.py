@@ -44,6 +44,14 @@ def stem_patient(path: str) -> str:
     return Path(path).stem
 
 
+def require_columns(where: Path, present: Iterable[str], needed: Iterable[str], hint: str) -> None:
+    """Fail with one line naming the file and the columns it lacks; `hint` says what it should be."""
+    have = set(present)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; {hint}")
+
+
 def check_files(table: pd.DataFrame, where: str) -> None:
     """Fail with the first few missing paths if any referenced file is absent."""
     cols = ["path"] + [c for c in OPTIONAL_PATHS if c in table.columns]
