@@ -61,12 +61,16 @@ def _load_mask(path: object, size: int, margin: float, decoding: Decoding) -> to
     return _fit_mask(read_mask(path, decoding), size, margin)
 
 
-def box_mask(boxes: object, shape: tuple[int, int]) -> np.ndarray:
-    """lesion_boxes JSON ([[x, y, w, h], ...] in the image's pixels) as a mask of the image's shape."""
+def box_mask(boxes: object, shape: tuple[int, int], label: str | None = None) -> np.ndarray:
+    """lesion_boxes JSON ([[x, y, w, h(, finding)], ...] in the image's pixels) as a mask of the
+    image's shape; with `label`, only the boxes of the findings it names ("A" or "A|B") and unnamed ones."""
+    named = set(label.split("|")) if label else None
     mask = np.zeros(shape, dtype=bool)
     if isinstance(boxes, str) and boxes:
-        for x, y, w, h in (b[:4] for b in json.loads(boxes)):
-            mask[max(0, round(y)) : round(y + h), max(0, round(x)) : round(x + w)] = True
+        for box in json.loads(boxes):
+            if named is None or len(box) < 5 or box[4] in named:
+                x, y, w, h = box[:4]
+                mask[max(0, round(y)) : round(y + h), max(0, round(x)) : round(x + w)] = True
     return mask
 
 
@@ -87,6 +91,8 @@ def load_image_set(
 
     lesions = masks("lesion_path")
     if lesions is None and BOXES in table.columns and table[BOXES].map(lambda v: isinstance(v, str) and v not in ("", "[]")).any():
-        # NIH and RSNA mark findings with boxes: drawn at each image's own size, then cropped like it.
-        lesions = torch.stack([_fit_mask(box_mask(b, r.shape), size, margin) for b, r in zip(table[BOXES], raws, strict=True)])
+        # NIH and RSNA mark findings with boxes: drawn at each image's own size, then cropped like it;
+        # an (image, finding) pair's label is that finding, so its mask holds that finding's boxes.
+        lesions = torch.stack([_fit_mask(box_mask(b, r.shape, str(label)), size, margin)
+                               for b, r, label in zip(table[BOXES], raws, table["label"], strict=True)])
     return ImageSet(table.reset_index(drop=True), images, labels, masks("mask_path"), lesions)

@@ -11,9 +11,11 @@ from samples import NAMES, P_SMALL, Y_SMALL
 from sklearn import metrics
 
 from cxrlab.experiments.evaluation.clinical import (
+    _weighted_ap,
     _weighted_auc,
     binary_metrics,
     bootstrap_auc_ci,
+    bootstrap_binary_ci,
     calibration,
     classification_summary,
     cutoff_table,
@@ -146,6 +148,30 @@ def test_weighted_auc_matches_sklearn_sample_weight() -> None:
     got = _weighted_auc(scores, labels, counts)
     exp = [metrics.roc_auc_score(labels, scores, sample_weight=w) for w in counts]
     assert got == pytest.approx(exp, abs=1e-12)
+
+
+def test_weighted_ap_matches_sklearn_sample_weight() -> None:
+    """Ties form one threshold, as in scikit-learn's average_precision_score; a weight of 0 drops an image."""
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.random(80), 1)
+    labels = rng.random(80) < 0.3
+    counts = np.vstack([np.ones(80, dtype=int), rng.integers(0, 4, (5, 80))])
+    got = _weighted_ap(scores, labels, counts)
+    exp = [metrics.average_precision_score(labels, scores, sample_weight=w) for w in counts]
+    assert got == pytest.approx(exp, abs=1e-12)
+    assert np.isnan(_weighted_ap(scores, np.zeros(80, dtype=bool), counts[:1]))[0]
+
+
+def test_binary_bootstrap_auroc_is_the_two_class_bootstrap_and_auprc_brackets_ap() -> None:
+    """One finding's AUROC CI equals bootstrap_auc_ci on its two-class stack (the same draws);
+    the AUPRC CI holds the finding's average precision."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(120) < 0.3).astype(int)
+    p = np.clip(0.35 * y + rng.random(120) * 0.7, 0, 1)
+    ci = bootstrap_binary_ci(p, y, n_boot=300, seed=2)
+    assert ci["auroc"] == pytest.approx(bootstrap_auc_ci(y, np.stack([1 - p, p], 1), n_boot=300, seed=2)[1])
+    lo, hi = ci["auprc"]
+    assert lo < metrics.average_precision_score(y, p) < hi and hi - lo < 0.3
 
 
 def test_bootstrap_ci_contains_point_deterministic_and_narrows() -> None:

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from cxrlab.config import DataConfig
 from cxrlab.datamodules.datamodule import CXRDataModule
 from cxrlab.datamodules.inspection import finding_counts, inspect_dataset, report_text
-from cxrlab.datamodules.probe import load_image_set
+from cxrlab.datamodules.probe import finding_pairs, load_image_set
 from cxrlab.datamodules.sources import load_table
 from cxrlab.datamodules.sources.findings import BOXES, finding_column
 from cxrlab.datamodules.targets import label_targets, pos_weights
@@ -128,6 +128,22 @@ def test_nih_boxes_become_lesion_masks_at_the_input_size(tmp_path: Path) -> None
     expected[round(y) // 2 : round(y + h) // 2, round(x) // 2 : round(x + w) // 2] = True
     assert (images.lesion_masks[first] ^ expected).float().mean() < 0.03  # nearest resampling at the edges
     assert images.lesion_masks.flatten(1).any(1).all()  # every boxed image has its lesion
+
+
+def test_an_image_finding_pair_is_scored_against_that_findings_boxes(tmp_path: Path) -> None:
+    """00000005_002.png has an Atelectasis and an Infiltrate box: each finding's pair gets its own box,
+    the image's summary row both."""
+    table = load_table("nih", trees.write_nih(tmp_path))
+    row = table[table["path"].str.endswith("00000005_002.png")]
+    pairs = finding_pairs(row, ["Atelectasis", "Infiltration"], per_label=None)
+    masks = load_image_set(pd.concat([pairs, row]), ["Atelectasis", "Infiltration"], size=64).lesion_masks
+    assert masks is not None
+    (_, _, *atelectasis), (_, _, *infiltrate) = trees.NIH_BOXES[1], trees.NIH_BOXES[2]
+    for mask, (x, y, w, h) in zip(masks[:2], (atelectasis, infiltrate), strict=True):
+        expected = torch.zeros(64, 64, dtype=torch.bool)
+        expected[round(y) : round(y + h), round(x) : round(x + w)] = True
+        assert torch.equal(mask, expected)
+    assert torch.equal(masks[2], masks[0] | masks[1])
 
 
 # source -> (tree writer, its expected positives per finding, counted from the tree's own definitions)

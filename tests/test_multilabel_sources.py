@@ -101,10 +101,10 @@ def test_nih(version: str, base: Path) -> None:
     assert (t.groupby("patient_id").size()["1"]) == 3
     assert {Path(p).parent.parent.name for p in t["path"]} == {"images_001", "images_002"}
     assert "00000013_000.png" in " ".join(loaded.skipped["error"])
-    # Boxes: x, y, w, h from the 3rd-6th fields; an image's boxes together, whatever their finding.
-    assert json.loads(rows["00000005_002.png"]["lesion_boxes"]) == [[4.0, 8.0, 12.0, 10.0],
-                                                                    [33.898305084746, 12.5, 20.0, 18.0]]
-    assert json.loads(rows["00000012_000.png"]["lesion_boxes"]) == [[40.0, 36.0, 8.5, 9.25]]
+    # Boxes: x, y, w, h from the 3rd-6th fields and the finding (Infiltrate read as Infiltration).
+    assert json.loads(rows["00000005_002.png"]["lesion_boxes"]) == [[4.0, 8.0, 12.0, 10.0, "Atelectasis"],
+                                                                    [33.898305084746, 12.5, 20.0, 18.0, "Infiltration"]]
+    assert json.loads(rows["00000012_000.png"]["lesion_boxes"]) == [[40.0, 36.0, 8.5, 9.25, "Mass"]]
     boxed = {name for name, *_ in trees.NIH_BOXES}
     assert set(t.loc[t["lesion_boxes"].notna(), "path"].map(lambda p: Path(p).name)) == boxed
 

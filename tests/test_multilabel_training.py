@@ -110,7 +110,8 @@ def test_evaluate_per_finding_agrees_with_sklearn(trained: dict[str, Any], isola
     for f in FINDINGS:
         expected = roc_auc_score(merged[finding_column(f)], merged[f"prob_{f}"])
         assert per_label.loc[f, "auroc"] == pytest.approx(expected, abs=1e-9)
-        assert per_label.loc[f, "auroc_ci_low"] <= per_label.loc[f, "auroc"] <= per_label.loc[f, "auroc_ci_high"]
+        for key in ("auroc", "auprc"):
+            assert per_label.loc[f, f"{key}_ci_low"] <= per_label.loc[f, key] <= per_label.loc[f, f"{key}_ci_high"]
     results = json.loads((out / "metrics.json").read_text())
     assert results["task"] == "multilabel" and set(results["thresholds"]) == set(FINDINGS)
     report = (out / "report.html").read_text()

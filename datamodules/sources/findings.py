@@ -4,7 +4,8 @@ A multi-label adapter writes, for every finding of its dataset, a column `findin
 1.0 (present), 0.0 (absent), -1.0 (uncertain, as CheXpert writes it) or NaN (not stated: a blank
 cell). Its `label` column is the summary: the positive findings sorted and joined by "|", or
 NO_FINDING when none is positive; inspection, probes and stratification read it.
-Boxes (NIH, RSNA) go in `lesion_boxes` as JSON [[x, y, w, h], ...] in the original image's pixels.
+Boxes (NIH, RSNA) go in `lesion_boxes` as JSON [[x, y, w, h(, finding)], ...] in the original
+image's pixels; a box without a finding marks every finding of its image.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ The Kaggle download spreads the images over images_001/images/ .. images_012/ima
 tarballs unpack into one images/; a name -> file index is built from those folders only.
 train_val_list.txt and test_list.txt (one image name a line) are the official split.
 BBox_List_2017.csv (~1k boxes) has the header `Image Index,Finding Label,Bbox [x,y,w,h],,,`: x, y,
-w, h are the 3rd to 6th fields whatever pandas names them, so they are read by position.
+w, h are the 3rd to 6th fields whatever pandas names them, so they are read by position. Each box
+keeps its finding (the file spells Infiltration "Infiltrate"), so a map of one finding is scored
+against that finding's boxes only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ FINDINGS = (
 )
 ENTRIES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # the corrected 2020 file first
 BOXES_FILE = "BBox_List_2017.csv"
+BOX_FINDINGS = {"Infiltrate": "Infiltration"}  # the box file's spelling -> the data entry's
 SPLIT_FILES = {"train_val_list.txt": "train", "test_list.txt": "test"}
 COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 IMAGE_FOLDERS = 12  # images_001 .. images_012
@@ -69,16 +72,17 @@ def official_splits(root: Path) -> dict[str, str]:
     return out
 
 
-def read_boxes(root: Path) -> dict[str, list[list[float]]]:
-    """Image name -> its [x, y, w, h] boxes from BBox_List_2017.csv (empty when absent)."""
+def read_boxes(root: Path) -> dict[str, list[list[float | str]]]:
+    """Image name -> its [x, y, w, h, finding] boxes from BBox_List_2017.csv (empty when absent)."""
     path = root / BOXES_FILE
     if not path.is_file():
         return {}
     text = check_size(path, MAX_TABLE_BYTES, "a box list").read_text(encoding="utf-8", errors="replace")
-    out: dict[str, list[list[float]]] = {}
+    out: dict[str, list[list[float | str]]] = {}
     for r in list(csv.reader(text.splitlines()))[1:]:
         if len(r) >= 6 and r[0].strip():
-            out.setdefault(r[0].strip(), []).append([float(v) for v in r[2:6]])
+            finding = BOX_FINDINGS.get(r[1].strip(), r[1].strip())
+            out.setdefault(r[0].strip(), []).append([*(float(v) for v in r[2:6]), finding])
     return out
 
 

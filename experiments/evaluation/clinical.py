@@ -224,6 +224,23 @@ def _weighted_auc(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) ->
         return np.where(pairs > 0, wins / pairs, np.nan)
 
 
+def _weighted_ap(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Average precision of one binary problem under B integer weightings counts [B, N] → [B]
+    (NaN without positives): scikit-learn's step sum, each tied-score group one threshold."""
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    c = counts[:, order].astype(np.float64)
+    pos_c = np.where(labels[order], c, 0.0)
+    pos_g = np.add.reduceat(pos_c, starts, axis=1)
+    flagged = np.cumsum(np.add.reduceat(c, starts, axis=1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # A group adds its share of the positives (recall step) times the precision at its threshold.
+        precision = np.where(flagged > 0, np.cumsum(pos_g, axis=1) / flagged, 0.0)
+        total = pos_g.sum(axis=1)
+        return np.where(total > 0, (pos_g * precision).sum(axis=1) / total, np.nan)
+
+
 def _resample_counts(
     y: np.ndarray, n_boot: int, rng: np.random.Generator, stratified: bool
 ) -> np.ndarray:
@@ -246,6 +263,28 @@ def _percentile_ci(values: np.ndarray, alpha: float) -> tuple[float, float]:
         return (math.nan, math.nan)
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
+
+
+def bootstrap_binary_ci(
+    scores: np.ndarray, is_positive: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs of one yes/no question's AUROC and AUPRC (average precision), both
+    from the same resamples; a resample without both answers is left out."""
+    s, pos = _check_binary(scores, is_positive)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(1, s.size))
+    aurocs, auprcs = [], []
+    for start in range(0, n_boot, chunk):
+        counts = _resample_counts(pos.astype(int), min(chunk, n_boot - start), rng, stratified=False)
+        aurocs.append(_weighted_auc(s, pos, counts))
+        auprcs.append(_weighted_ap(s, pos, counts))
+    auroc, auprc = np.concatenate(aurocs), np.concatenate(auprcs)
+    kept = np.isfinite(auroc)  # both answers drawn: AUPRC alone would also be defined without negatives
+    return {"auroc": _percentile_ci(auroc[kept], alpha), "auprc": _percentile_ci(auprc[kept], alpha)}
 
 
 def bootstrap_auc_ci(

@@ -103,13 +103,17 @@ def plot_roc(
     return fig
 
 
-def plot_pr(curves: Mapping[int, PrCurve], class_names: Sequence[str]) -> Figure:
-    """One-vs-rest precision-recall curves with average precision in the legend."""
+def plot_pr(
+    curves: Mapping[int, PrCurve],
+    class_names: Sequence[str],
+    ci: Mapping[Any, tuple[float, float]] | None = None,
+) -> Figure:
+    """One-vs-rest precision-recall curves with average precision (and bootstrap CI when given) in the legend."""
     fig, ax = _plot_curves(
         curves,
         class_names,
         lambda r: (r.recall, r.precision),
-        lambda c, r: f"{class_names[c]} (AP {r.average_precision:.3f})",
+        lambda c, r: f"{class_names[c]} (AP {r.average_precision:.3f}{_ci_text(ci, c)})",
         # Steps match how average precision sums the curve (no optimistic interpolation).
         drawstyle="steps-post",
     )

@@ -16,7 +16,7 @@ from cxrlab.datamodules.datamodule import CXRDataModule
 from cxrlab.datamodules.sources.findings import NO_FINDING
 from cxrlab.experiments.evaluation.clinical import (
     binary_metrics,
-    bootstrap_auc_ci,
+    bootstrap_binary_ci,
     calibration,
     label_curves,
 )
@@ -47,10 +47,10 @@ def label_table(probs: np.ndarray, targets: np.ndarray, classes: list[str], thre
         row: dict[str, Any] = {"finding": name, "positives": int(y.sum()), "negatives": int((1 - y).sum())}
         if y.any() and not y.all():
             two = np.stack([1 - p, p], axis=1)  # a finding is its own two-class problem
-            lo, hi = bootstrap_auc_ci(y, two, n_boot=n_boot, seed=seed)[1]
+            ci = bootstrap_binary_ci(p, y, n_boot=n_boot, seed=seed)
             at = binary_metrics(p, y.astype(bool), thresholds[j])
-            row |= {"auroc_ci_low": lo, "auroc_ci_high": hi, "sensitivity": at["sensitivity"],
-                    "specificity": at["specificity"], "ece": calibration(y, two)["ece"]}
+            row |= {f"{key}_ci_{end}": ci[key][i] for key in ("auroc", "auprc") for i, end in enumerate(("low", "high"))}
+            row |= {"sensitivity": at["sensitivity"], "specificity": at["specificity"], "ece": calibration(y, two)["ece"]}
         row["threshold"] = thresholds[j]
         rows.append(row)
     scores = label_scores(probs, targets, classes)
@@ -92,11 +92,12 @@ def multilabel_outputs(
     frame[[f"prob_{c}" for c in model.classes]] = probs
     frame.to_csv(out / "predictions.csv", index=False)
     rocs, prs = label_curves(targets, probs)
-    ci = {j: (r["auroc_ci_low"], r["auroc_ci_high"]) for j, r in per_label.iterrows() if "auroc_ci_low" in r and not math.isnan(r["auroc_ci_low"])}
+    ci = {key: {j: (r[f"{key}_ci_low"], r[f"{key}_ci_high"]) for j, r in per_label.iterrows()
+                if not math.isnan(r.get(f"{key}_ci_low", math.nan))} for key in ("auroc", "auprc")}
     co = cooccurrence(targets)
     figures = save_figures(out, {
-        "roc.png": plot_roc(rocs, model.classes, ci),
-        "pr.png": plot_pr(prs, model.classes),
+        "roc.png": plot_roc(rocs, model.classes, ci["auroc"]),
+        "pr.png": plot_pr(prs, model.classes, ci["auprc"]),
         "cooccurrence.png": plot_confusion_matrix(co, model.classes, axes=("Finding", "Finding"),
                                                   title=f"Images with both findings ({split})"),
     })
@@ -109,7 +110,7 @@ def multilabel_outputs(
     }
     text = [
         f"{len(rows)} images of the {split} split, {results['no_finding']} without any finding. Each finding is "
-        f"its own yes/no question: AUROC with a 95 % bootstrap CI ({n_boot} resamples), AUPRC, and at the threshold "
+        f"its own yes/no question: AUROC and AUPRC with 95 % bootstrap CIs ({n_boot} resamples), and at the threshold "
         f"({chosen}) sensitivity, specificity and F1. Blank labels (and uncertain ones under "
         f"data.uncertain: ignore) are left out of their finding's numbers. ECE: calibration of the finding's probability.",
         f"Macro AUROC {scores['macro_auroc']:.3f}, micro AUROC {scores['micro_auroc']:.3f}.",
