@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from foreign import foreign_inputs
 from mlflow import MlflowClient
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxrlab.callbacks.explanations.display import minmax, upsample
@@ -22,9 +24,9 @@ from cxrlab.callbacks.explanations.methods import heatmaps
 from cxrlab.datamodules.images import read_image
 from cxrlab.datamodules.sources.findings import finding_column
 from cxrlab.experiments.cli.main import main
-from cxrlab.experiments.evaluation.predict import model_input
+from cxrlab.experiments.evaluation.predict import model_input, predict_arrays
 from cxrlab.experiments.tracking import store
-from cxrlab.lightning_modules.checkpoint import load_classifier, read_checkpoint
+from cxrlab.lightning_modules.checkpoint import TRUST_KEY, load_classifier, read_checkpoint
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -128,6 +130,30 @@ def test_predict_lists_every_finding_over_its_threshold(trained: dict[str, Any],
         present = {f for f, p in row["probabilities"].items() if p >= row["thresholds"][f]}
         assert set(row["findings"]) == present
         assert row["label"] == ("|".join(sorted(present, key=lambda f: -row["probabilities"][f])) or "No Finding")
+
+
+def test_trust_passes_unseen_phantom_films_and_flags_foreign_inputs(
+    trained: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    """The multi-label trust model (out-of-distribution test alone) fitted at the end of training:
+    films of a phantom set the model never saw pass, every foreign kind is flagged, and predict says so."""
+    ckpt = read_checkpoint(trained["ckpt"])
+    assert TRUST_KEY in ckpt and ckpt[TRUST_KEY]["temperature"] == 1.0 and not len(ckpt[TRUST_KEY]["templates"])
+    model = load_classifier(trained["ckpt"])
+    unseen = trained["work"] / "unseen"
+    assert main(phantom_args(unseen, seed=100)) == 0
+    fresh = [read_image(p) for p in sorted((unseen / "images").rglob("*.png"))]
+    rows = predict_arrays(model, fresh, ["phantom"] * len(fresh))
+    flagged = np.mean([not r["in_distribution"] for r in rows])
+    assert flagged <= 0.10, f"{flagged:.0%} of {len(fresh)} unseen phantom films flagged out of distribution"
+    shares = {kind: np.mean([not r["in_distribution"] for r in predict_arrays(model, images, [kind] * len(images))])
+              for kind, images in foreign_inputs(fresh).items()}
+    assert all(s >= 0.9 for s in shares.values()), shares
+    noise = trained["work"] / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(noise)
+    assert main(["predict", str(trained["ckpt"]), str(noise)]) == 0
+    out = capsys.readouterr().out
+    assert "OUT OF DISTRIBUTION" in out and "1 of 1 images are out of distribution" in out
 
 
 def test_gradcam_per_finding_matches_pytorch_grad_cam(trained: dict[str, Any]) -> None:

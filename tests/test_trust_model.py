@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from conftest import LEARNING_SEED
-from PIL import Image, ImageDraw
+from foreign import foreign_inputs
+from PIL import Image
 from samples import write_dicom
 
 from cxrlab.datamodules.datamodule import CXRDataModule
@@ -24,7 +25,6 @@ from cxrlab.experiments.evaluation.predict import predict_arrays
 from cxrlab.lightning_modules.checkpoint import TRUST_KEY, load_classifier
 
 SIZE = 64
-FOREIGN = 12  # inputs of each foreign kind
 
 
 @pytest.fixture(scope="module")
@@ -49,37 +49,6 @@ def fresh(trained: Any) -> list[np.ndarray]:
     unseen = trained[0] / "unseen"
     more = generate_phantom(unseen, n_per_class=25, size=SIZE, seed=LEARNING_SEED + 100, progress=False)
     return [read_image(p) for p in [*rows["path"], *(unseen / p for p in more["path"])]]
-
-
-def _text(i: int) -> np.ndarray:
-    img = Image.new("L", (SIZE, SIZE), 255)
-    draw = ImageDraw.Draw(img)
-    for row in range(6):
-        draw.text((2, 2 + 10 * row), f"page {i} line {row}", fill=0)
-    return np.asarray(img, np.float32) / 255
-
-
-def _natural() -> list[np.ndarray]:
-    """scikit-image's sample photographs (shipped with it), grey, at the phantom's size."""
-    import skimage.data as sd
-
-    photos = [sd.camera(), sd.astronaut(), sd.coffee(), sd.chelsea(), sd.rocket(), sd.moon(), sd.coins(),
-              sd.page(), sd.brick(), sd.grass(), sd.gravel(), sd.clock()]
-    grey = [np.asarray(p, np.float32).mean(2) if np.ndim(p) == 3 else np.asarray(p, np.float32) for p in photos]
-    return [np.asarray(Image.fromarray(g).resize((SIZE, SIZE)), np.float32) / 255 for g in grey]
-
-
-def foreign_inputs(fresh: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """Inputs that are clearly no chest film of the training set."""
-    rng = np.random.default_rng(0)
-    return {
-        "natural photographs": _natural(),
-        "uniform noise": [rng.uniform(0, 1, (SIZE, SIZE)).astype(np.float32) for _ in range(FOREIGN)],
-        "blank": [np.full((SIZE, SIZE), v, np.float32) for v in np.linspace(0, 1, FOREIGN)],
-        "rendered text": [_text(i) for i in range(FOREIGN)],
-        "phantom rotated 90°": [np.rot90(a).copy() for a in fresh[:FOREIGN]],
-        "phantom inverted": [1 - a for a in fresh[:FOREIGN]],
-    }
 
 
 def test_phantom_films_pass_and_foreign_inputs_are_flagged(trained: Any, fresh: list[np.ndarray]) -> None:

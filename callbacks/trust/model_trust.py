@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -77,7 +78,8 @@ def trust_layer(model: nn.Module) -> str:
 
 
 def observe(model: nn.Module, batches: Iterable[tuple[Tensor, Any]], limit: int) -> tuple[Observed, Tensor]:
-    """Observe up to `limit` images of (images, labels) batches; also returns their labels."""
+    """Observe up to `limit` images of (images, targets) batches; also returns their targets (class
+    indices [N], or a multi-label model's [N, K] 1/0/NaN)."""
     seen: list[Observed] = []
     labels: list[Tensor] = []
     n = 0
@@ -90,7 +92,7 @@ def observe(model: nn.Module, batches: Iterable[tuple[Tensor, Any]], limit: int)
         if n >= limit:
             break
     out = Observed(*(torch.cat([getattr(o, f).cpu() for o in seen]) for f in ("logits", "features", "maps")))
-    return out, torch.cat(labels).long()
+    return out, torch.cat(labels)
 
 
 @dataclass
@@ -122,14 +124,42 @@ class Trust:
                    d["ece_before"], d["ece_after"])
 
 
+def finding_groups(targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Multi-label targets [N, K] -> (image index, group) pairs: one per positive finding (group k),
+    one for each image without any (group K), so every finding and the normal films get a mean."""
+    positive = targets == 1
+    rows, groups = positive.nonzero(as_tuple=True)
+    normal = (~positive.any(1)).nonzero(as_tuple=True)[0]
+    return torch.cat([rows, normal]), torch.cat([groups, torch.full_like(normal, targets.shape[1])])
+
+
+def _fit_multilabel(model: nn.Module, train: Iterable, val: Iterable, settings: TrustConfig) -> Trust:
+    """A multi-label model's trust model: the out-of-distribution test alone. Its per-finding
+    thresholds were chosen on validation probabilities, which a temperature would move, and a
+    heatmap template needs one class per image; so the temperature stays 1 and there are none."""
+    k = len(model.classes)
+    seen_train, y_train = observe(model, train, settings.max_images)
+    rows, groups = finding_groups(y_train)
+    gaussians = fit_gaussians(seen_train.features[rows], groups, k + 1)
+    seen, y = observe(model, val, settings.max_images)
+    threshold = pass_threshold(gaussians.distance(seen.features), settings.ood_pass)
+    known = ~y.isnan()
+    p = seen.logits.sigmoid()[known].double().numpy()
+    ece = expected_calibration_error(np.stack([1 - p, p], 1), y[known].long().numpy())  # every finding a yes/no
+    return Trust(1.0, gaussians, threshold, torch.zeros(0), math.nan, ece, ece)
+
+
 def fit_trust(model: nn.Module, train: Iterable, val: Iterable, settings: TrustConfig) -> Trust:
     """Fit the trust model: feature Gaussians on training images; the out-of-distribution
     threshold, temperature and heatmap templates on validation images (all seen without
     augmentation)."""
+    if getattr(model, "multilabel", False):
+        return _fit_multilabel(model, train, val, settings)
     k = len(model.classes)
     seen_train, y_train = observe(model, train, settings.max_images)
-    gaussians = fit_gaussians(seen_train.features, y_train, k)
+    gaussians = fit_gaussians(seen_train.features, y_train.long(), k)
     seen, y = observe(model, val, settings.max_images)
+    y = y.long()
     threshold = pass_threshold(gaussians.distance(seen.features), settings.ood_pass)
     temperature = fit_temperature(seen.logits, y)
     right = seen.logits.argmax(1) == y
@@ -184,11 +214,12 @@ def judge(
     severity = shortcut_verdict(focus, explain.alarm).severity
     flags = [None if math.isnan(s) else s > 1 for s in severity.tolist()]
     if trust is None:
-        return Verdicts(seen.logits, seen.logits.softmax(1), seen.maps, flags)
+        return Verdicts(seen.logits, model.probabilities(seen.logits), seen.maps, flags)
+    ood_score = trust.gaussians.distance(seen.features) / trust.ood_threshold
+    if not len(trust.templates):  # a multi-label model's: no temperature, no templates
+        return Verdicts(seen.logits, model.probabilities(seen.logits), seen.maps, flags, ood_score=ood_score)
     preds = seen.logits.argmax(1)
     return Verdicts(
-        seen.logits, (seen.logits / trust.temperature).softmax(1), seen.maps, flags,
-        ood_score=trust.gaussians.distance(seen.features) / trust.ood_threshold,
-        template_corr=template_corr(seen.maps, trust.templates, preds),
-        typical_min=trust.typical_min,
+        seen.logits, (seen.logits / trust.temperature).softmax(1), seen.maps, flags, ood_score=ood_score,
+        template_corr=template_corr(seen.maps, trust.templates, preds), typical_min=trust.typical_min,
     )

@@ -147,14 +147,16 @@ def _predict_findings(
     model: CXRClassifier, raws: Sequence[np.ndarray], names: Sequence[str], forced: Sequence[str | None], heatmap: bool
 ) -> list[dict[str, Any]]:
     """Multi-label: every finding whose probability reaches its threshold (chosen on validation in
-    training), most probable first, each with its Grad-CAM when `heatmap`."""
+    training), most probable first, each with its Grad-CAM when `heatmap`; the out-of-distribution
+    score and shortcut flag where the checkpoint has a trust model."""
     cuts = model.label_thresholds or [MULTILABEL_THRESHOLD] * len(model.classes)
     layer = target_layer(model, model.config.explain)
+    trust = trust_of(model)
     results: list[dict[str, Any]] = []
     for start in range(0, len(raws), BATCH):
         batch = model_input(model, raws[start:start + BATCH]).to(model.device)
-        with torch.no_grad():
-            probs = model.probabilities(model(batch)).cpu()
+        v = judge(model, trust, batch, model.config.explain)
+        probs = v.probs.cpu()
         maps = heatmaps(model, layer, batch, "gradcam").cpu() if heatmap else None
         for i, name in enumerate(names[start:start + BATCH]):
             p = probs[i].tolist()
@@ -166,7 +168,12 @@ def _predict_findings(
                 "findings": {model.classes[k]: p[k] for k in present},
                 "probabilities": dict(zip(model.classes, p, strict=True)),
                 "thresholds": dict(zip(model.classes, cuts, strict=True)),
-                "trust": "multilabel",
+                "trust": "ok" if trust is not None else "unavailable",
+                "in_distribution": v.in_distribution[i],
+                "ood_score": None if v.ood_score is None else _round(v.ood_score[i]),
+                "template_corr": None,
+                "explanation_typical": None,  # no templates: a film has several findings
+                "shortcut_flag": v.shortcut_flag[i],
                 "refused": forced[start + i],
             }
             if maps is not None:  # each present finding's map; the most probable one's when none is
@@ -240,14 +247,12 @@ def predict(
 
 def trust_words(r: dict[str, Any]) -> str:
     """What the trust model says of one prediction, in a few words."""
-    if r.get("trust") == "multilabel":
-        return "no trust model (fitted for multi-class models only)"
     if r.get("trust") != "ok":
         return "trust unavailable (checkpoint written before trust models)"
-    words = [
-        "in distribution" if r["in_distribution"] else f"OUT OF DISTRIBUTION (score {r['ood_score']:.1f}, over 1 is unlike training)",
-        {True: "typical heatmap", None: "empty heatmap"}.get(r["explanation_typical"], f"atypical heatmap (r {r['template_corr']:.2f})"),
-    ]
+    words = ["in distribution" if r["in_distribution"] else f"OUT OF DISTRIBUTION (score {r['ood_score']:.1f}, over 1 is unlike training)"]
+    if "findings" not in r:  # a multi-label film has no one class whose template its map could follow
+        words.append({True: "typical heatmap", None: "empty heatmap"}.get(
+            r["explanation_typical"], f"atypical heatmap (r {r['template_corr']:.2f})"))
     if r["shortcut_flag"]:
         words.append("SHORTCUT FLAG: heatmap outside the anatomy")
     if r["refused"]:
@@ -275,7 +280,8 @@ def summary(results: Sequence[dict[str, Any]]) -> list[str]:
     if flagged:
         lines.append(f"{flagged} of {n} images carry a shortcut flag: the heatmap sits outside the anatomy")
     if not (ood or atypical or flagged):
-        lines.append(f"all {n} images are in distribution, with typical heatmaps and no shortcut flag")
+        typical = "" if "findings" in judged[0] else ", with typical heatmaps"
+        lines.append(f"all {n} images are in distribution{typical} and no shortcut flag")
     return lines
 
 
