@@ -15,6 +15,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
+from cxrlab.callbacks.trust.model_trust import finding_groups
 from cxrlab.config import DataConfig
 from cxrlab.datamodules.datamodule import CXRDataModule
 from cxrlab.datamodules.inspection import finding_counts, inspect_dataset, report_text
@@ -178,3 +179,11 @@ def test_f1_threshold_is_the_best_cut_scikit_learn_finds() -> None:
         s = np.round(0.5 * rng.random(60) + 0.4 * y, 2)
         best = max(f1_score(y, s >= c) for c in np.unique(s))
         assert f1_score(y, s >= f1_threshold(s, y)) == pytest.approx(best)
+
+
+def test_every_positive_finding_and_every_normal_film_is_a_trust_group() -> None:
+    """A film with two findings feeds both findings' means, one without any the normal mean (K);
+    an uncertain (NaN) or negative finding feeds none."""
+    targets = torch.tensor([[1.0, 0.0, math.nan], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [math.nan, 0.0, 1.0]])
+    rows, groups = finding_groups(targets)
+    assert sorted(zip(rows.tolist(), groups.tolist(), strict=True)) == [(0, 0), (1, 3), (2, 0), (2, 1), (3, 2)]
