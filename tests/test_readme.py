@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +178,18 @@ def test_every_skip_entry_matches_a_readme_line() -> None:
     assert not stale, f"SKIP entries match no README line any more: {stale}"
 
 
+def demo_compared(work: Path) -> None:
+    """make demo ends with its compare table: both runs, their evaluations, and every run's alarm."""
+    table = pd.read_csv(work / "mlruns" / "demo-report" / "compare" / "compare.csv").set_index("run_name")
+    assert {"clean", "shortcut", "evaluate-clean-test", "evaluate-shortcut-test"} <= set(table.index)
+    assert set(table["alarm"]) <= {"yes", "no"}  # every run was explained
+    assert {"val/acc", "explain/border_focus", "explain/lung_focus"} <= set(table.columns)
+
+
+# What a line leaves behind that a user reads, checked after it runs.
+AFTER = {"make demo": demo_compared}
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_block_runs(index: int, work: Path) -> None:
     ran = 0
@@ -192,6 +205,9 @@ def test_readme_block_runs(index: int, work: Path) -> None:
             tail = (done.stdout + done.stderr)[-3000:]
             assert done.returncode == 0, f"README line failed: {command}\n{tail}"
             assert_nothing_failed(work, command)
+        for key, check in AFTER.items():
+            if line.startswith(key):
+                check(work)
         ran += 1
     if not ran:
         pytest.skip("; ".join(sorted({skip_reason(ln) or "" for ln in BLOCKS[index]})))
