@@ -135,7 +135,9 @@ def test_explain_compare_rejects_unknown_reference(trained: dict[str, Any], isol
 def test_evaluate_explain_adds_report_section(trained: dict[str, Any], isolate: Callable) -> None:
     out = trained["work"] / "eval"
     with isolate(trained["work"]):
-        assert main(["evaluate", str(trained["ckpt"]), "--split", "test", "--positive", "covid", "--explain", "--out", str(out)]) == 0
+        # The sanity section (tests/test_sanity_cli.py checks it) on one image per class: size alone.
+        assert main(["evaluate", str(trained["ckpt"]), "--split", "test", "--positive", "covid", "--explain", "--out", str(out),
+                     "--explain.sanity.per_class", "1"]) == 0
     files = {p.name for p in (out / "explain").iterdir()}
     assert {"averages.png", "aopc_curve.png", "heatmaps.npz"} <= files
     assert any(name.startswith("cases_") for name in files)
