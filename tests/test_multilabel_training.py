@@ -117,9 +117,13 @@ def test_evaluate_per_finding_agrees_with_sklearn(trained: dict[str, Any], isola
     results = json.loads((out / "metrics.json").read_text())
     assert results["task"] == "multilabel" and set(results["thresholds"]) == set(FINDINGS)
     report = (out / "report.html").read_text()
-    for heading in ("Shortcut check", "Per finding", "Label co-occurrence"):
+    for heading in ("Shortcut check", "Per finding", "Label co-occurrence", "Can these predictions be trusted?"):
         assert heading in report
     assert {"roc.png", "pr.png", "cooccurrence.png"} <= {p.name for p in out.iterdir()}
+    # The trust model's out-of-distribution test on the run's own test films: few flagged, not foreign.
+    trust = results["trust"]
+    assert trust["n"] == len(preds) == len(pd.read_csv(out / "trust.csv")) and not trust["foreign"]
+    assert trust["ood_share"] <= 0.10 and "atypical_share" not in trust and "atypical heatmap" not in report
 
 
 def test_predict_lists_every_finding_over_its_threshold(trained: dict[str, Any], capsys: pytest.CaptureFixture) -> None:

@@ -30,7 +30,12 @@ from cxrlab.experiments.evaluation.outputs import (
     write_outputs,
 )
 from cxrlab.experiments.evaluation.report import Section, render_html, render_markdown, text_table
-from cxrlab.experiments.evaluation.trust_report import trust_section, trust_sentence, trust_summary
+from cxrlab.experiments.evaluation.trust_report import (
+    ood_summary,
+    trust_section,
+    trust_sentence,
+    trust_summary,
+)
 from cxrlab.experiments.tracking import checkpoints, store
 from cxrlab.experiments.tracking.ui import ui_link
 from cxrlab.experiments.tracking.writer import log_derived_run, run_tags
@@ -116,17 +121,19 @@ def evaluate(
     cfg = evaluation_config(model.config, overrides or {}, str(checkpoint))
     out = Path(out) if out is not None else default_out(checkpoint)
     verdicts, preds = None, None
+    trust = trust_of(model)
     if model.multilabel:
         if positive is not None:
             raise ValueError("--positive picks one class of a multi-class model; a multi-label model scores every finding")
         data, dm = multilabel_data(model, cfg)
         results, sections = multilabel_outputs(model, cfg, dm, data, split, out, pick_device(device), n_boot, progress)
         rows = data.table if split == "all" else data.table[data.table["split"] == split]
+        if trust is not None:  # the out-of-distribution test alone: one more pass over the split
+            verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)[1]
     else:
         positive = positive_class(classes, positive)
         data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
         rows = rows_to_predict(data.table, split, with_val=positive is not None)
-        trust = trust_of(model)
         if trust is None:
             probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
         else:
@@ -136,8 +143,11 @@ def evaluate(
     first, extra = explain_sections(model, preds, data, split, positive, cfg, out, explain, results)
     banners = []
     if verdicts is not None:
-        results["trust"] = trust_summary(preds, verdicts, trust, split, cfg.trust.ood_pass)
-        first.insert(0, trust_section(preds, verdicts, results["trust"], out))
+        if preds is None:  # multi-label
+            results["trust"] = ood_summary(verdicts, cfg.trust.ood_pass)
+        else:
+            results["trust"] = trust_summary(preds, verdicts, trust, split, cfg.trust.ood_pass)
+        first.insert(0, trust_section(rows if preds is None else preds.rows, verdicts, results["trust"], out))
         if results["trust"]["foreign"]:
             banners.append((trust_sentence(results["trust"]), True))
         results["metrics"] |= {

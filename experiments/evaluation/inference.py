@@ -69,18 +69,18 @@ def judge_table(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Softmax probabilities [N, K] of `rows` as predict_table gives them, and the trust model's
-    verdicts per row (calibrated probabilities, in_distribution, ood_score, template_corr,
-    explanation_typical, shortcut_flag), in one pass."""
+    """Probabilities [N, K] of `rows` as predict_table gives them, and the trust model's verdicts
+    per row (calibrated probabilities, in_distribution, ood_score, template_corr (NaN for a
+    multi-label model: it has no templates), explanation_typical, shortcut_flag), in one pass."""
     model = model.to(device).eval()
     probs, frames = [], []
     for x in _batches(model, rows, data, device, progress):
         v = judge(model, trust, x, model.config.explain)
-        probs.append(v.logits.softmax(1).cpu())
+        probs.append(model.probabilities(v.logits).cpu())
         frame = pd.DataFrame(v.probs.cpu().numpy(), columns=[f"calibrated_p_{c}" for c in model.classes])
         frame["in_distribution"] = v.in_distribution
         frame["ood_score"] = v.ood_score.cpu().numpy()
-        frame["template_corr"] = v.template_corr.cpu().numpy()
+        frame["template_corr"] = np.nan if v.template_corr is None else v.template_corr.cpu().numpy()
         frame["explanation_typical"] = v.typical
         frame["shortcut_flag"] = v.shortcut_flag
         frames.append(frame)

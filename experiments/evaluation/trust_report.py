@@ -34,29 +34,35 @@ def _share(values: pd.Series) -> float:
     return float(values.astype(bool).mean()) if len(values) else float("nan")
 
 
+def ood_summary(verdicts: pd.DataFrame, ood_pass: float) -> dict[str, Any]:
+    """Shares of out-of-distribution images and shortcut flags among `verdicts`, and whether so
+    many are out of distribution that the data is foreign to the model."""
+    out = ~verdicts["in_distribution"].astype(bool)
+    # The threshold lets 1 - ood_pass of in-distribution images fail; far more means the data is
+    # not what the model was trained on.
+    expected = 1 - ood_pass
+    return {
+        "n": len(verdicts),
+        "ood_share": _share(out),
+        "shortcut_flag_share": _share(verdicts["shortcut_flag"].eq(True)),
+        "foreign": is_foreign(int(out.sum()), len(out), expected),
+        "expected_ood_share": expected,
+    }
+
+
 def trust_summary(preds: Predictions, verdicts: pd.DataFrame, trust: Trust, split: str, ood_pass: float) -> dict[str, Any]:
-    """Shares of out-of-distribution images, atypical heatmaps and shortcut flags on the evaluated
-    split (images of unseen labels included), and the split's ECE before and after calibration."""
+    """ood_summary on the evaluated split (images of unseen labels included), with the share of
+    atypical heatmaps and the split's ECE before and after calibration."""
     in_split = preds.rows["split"].isin([split, UNSEEN]).to_numpy() | (split == "all")
     v = verdicts[in_split]
     y, probs = preds.known(split)
     known = preds.rows["known"].to_numpy(bool) & in_split & ~preds.rows["split"].eq(UNSEEN).to_numpy()
     calibrated = verdicts.loc[known, [c for c in verdicts if c.startswith("calibrated_p_")]].to_numpy()
-    out = ~v["in_distribution"].astype(bool)
-    ood = _share(out)
-    # The threshold lets 1 - ood_pass of in-distribution images fail; far more means the data is
-    # not what the model was trained on.
-    expected = 1 - ood_pass
-    return {
-        "n": int(in_split.sum()),
-        "ood_share": ood,
+    return ood_summary(v, ood_pass) | {
         "atypical_share": _share(v["explanation_typical"].eq(False)),
-        "shortcut_flag_share": _share(v["shortcut_flag"].eq(True)),
         "temperature": trust.temperature,
         "ece_before": expected_calibration_error(probs, y) if len(y) else None,
         "ece_after": expected_calibration_error(calibrated, y) if len(y) else None,
-        "foreign": is_foreign(int(out.sum()), len(out), expected),
-        "expected_ood_share": expected,
     }
 
 
@@ -74,28 +80,25 @@ def trust_sentence(t: dict[str, Any]) -> str:
     )
 
 
-def trust_section(preds: Predictions, verdicts: pd.DataFrame, t: dict[str, Any], out: Path) -> Section:
-    """The section, and trust.csv: every evaluated image with its verdicts."""
-    frame = pd.concat([preds.rows[["path", "split", "label"]].reset_index(drop=True), verdicts], axis=1)
+def trust_section(rows: pd.DataFrame, verdicts: pd.DataFrame, t: dict[str, Any], out: Path) -> Section:
+    """The section, and trust.csv: every evaluated image (`rows`, in the verdicts' order) with its
+    verdicts; a multi-label model's summary (ood_summary alone) has no template or calibration rows."""
+    frame = pd.concat([rows[["path", "split", "label"]].reset_index(drop=True), verdicts], axis=1)
     frame.to_csv(out / TRUST_CSV, index=False)
     fmt = lambda v: "n/a" if v is None or np.isnan(v) else f"{v:.3f}"  # noqa: E731
-    table = pd.DataFrame(
-        [
-            ("out of distribution", f"{t['ood_share']:.1%}"),
-            ("atypical heatmap (unlike its class's template)", f"{t['atypical_share']:.1%}"),
-            ("shortcut flag (heatmap outside the anatomy)", f"{t['shortcut_flag_share']:.1%}"),
-            ("ECE, model's probabilities", fmt(t["ece_before"])),
-            (f"ECE, calibrated (temperature {t['temperature']:.2f})", fmt(t["ece_after"])),
-        ],
-        columns=["check", "value"],
-    )
+    checks = [("out of distribution", f"{t['ood_share']:.1%}")]
+    text = ("Out of distribution: the image's pooled features are farther from the training images than "
+            "the threshold set on the validation split.")
+    if "atypical_share" in t:
+        checks.append(("atypical heatmap (unlike its class's template)", f"{t['atypical_share']:.1%}"))
+        text += (" Atypical: its heatmap correlates with its predicted class's average heatmap less than the "
+                 "validation images did.")
+    checks.append(("shortcut flag (heatmap outside the anatomy)", f"{t['shortcut_flag_share']:.1%}"))
+    if "ece_before" in t:
+        checks += [("ECE, model's probabilities", fmt(t["ece_before"])),
+                   (f"ECE, calibrated (temperature {t['temperature']:.2f})", fmt(t["ece_after"]))]
     return Section(
         "Can these predictions be trusted?",
-        [
-            trust_sentence(t),
-            "Out of distribution: the image's pooled features are farther from the training images than "
-            "the threshold set on the validation split. Atypical: its heatmap correlates with its predicted "
-            "class's average heatmap less than the validation images did. Per image: " + TRUST_CSV + ".",
-        ],
-        tables=[table],
+        [trust_sentence(t), f"{text} Per image: {TRUST_CSV}."],
+        tables=[pd.DataFrame(checks, columns=["check", "value"])],
     )
