@@ -81,7 +81,9 @@ class CXRClassifier(L.LightningModule):
         self.disease_idx = disease_indices(self.classes)
         self.val_metrics = self._metrics(k)
         self.test_metrics = self._metrics(k)
-        self.train_acc = MulticlassAccuracy(k, average="micro")
+        # Training logits and labels need no value checks, and each check reads the GPU (a stall per step).
+        self.train_acc = MulticlassAccuracy(k, average="micro", validate_args=False)
+        self._nonfinite: torch.Tensor | None = None  # a non-finite training loss since the last check
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         self.last_outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -151,13 +153,27 @@ class CXRClassifier(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = self._loss(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}")
+        self._check_finite(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
         if not self.multilabel:
             self.train_acc.update(logits.detach(), y)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a non-finite training loss: at once on the CPU; on an accelerator at the next
+        log_every_n_steps step (Lightning reads the GPU there anyway), since reading it every step
+        stalls the queue of GPU work the next steps would add."""
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        every = 1 if loss.device.type == "cpu" or self._trainer is None else self.trainer.log_every_n_steps
+        if (self.global_step + 1) % every == 0 and bool(self._nonfinite):
+            raise FloatingPointError(f"non-finite training loss by step {self.global_step} (last loss {loss.item()})")
+
+    def on_train_epoch_end(self) -> None:
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise FloatingPointError(f"non-finite training loss in epoch {self.current_epoch}")
+        self._nonfinite = None
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch[0], batch[1]

@@ -200,3 +200,19 @@ def test_schedulers(make_config: Callable) -> None:
     assert plateau["lr_scheduler"]["monitor"] == "val/macro_f1"  # trainer.monitor auto, read for the task
     multilabel = CXRClassifier(make_config({"model.scheduler": "plateau", "data.task": "multilabel"}), CLASSES)
     assert multilabel.configure_optimizers()["lr_scheduler"]["monitor"] == "val/macro_auroc"
+
+
+def test_a_non_finite_training_loss_stops_training(make_config: Callable) -> None:
+    """On the CPU the loss is read every step; a flag still set at the epoch's end (an accelerator's
+    steps between reads) stops training there."""
+    model = resnet18_model(make_config)
+    model._check_finite(torch.tensor(0.5))
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss by step 0 \(last loss nan\)"):
+        model._check_finite(torch.tensor(float("nan")))
+    model = resnet18_model(make_config)
+    model._check_finite(torch.tensor(0.5))
+    model.on_train_epoch_end()  # a finite epoch ends, and its flag is cleared
+    assert model._nonfinite is None
+    model._nonfinite = torch.tensor(True)
+    with pytest.raises(FloatingPointError, match="non-finite training loss in epoch 0"):
+        model.on_train_epoch_end()
