@@ -35,9 +35,9 @@ class TrustFit(L.Callback):
         torch.save(ckpt, tmp)
         os.replace(tmp, best)  # a crash mid-save keeps the checkpoint without trust, never a torn one
         ood = f"out-of-distribution threshold at {self.settings.ood_pass:.0%} of validation"
-        if len(trust.templates):
-            console.say(f"trust: temperature {trust.temperature:.2f} (validation ECE {trust.ece_before:.3f} -> "
-                        f"{trust.ece_after:.3f}), {ood}")
-        else:
+        if trust.ood_only:
             console.say(f"trust: {ood} (multi-label: validation ECE {trust.ece_before:.3f} over every finding, "
                         "probabilities left as the thresholds were chosen on them)")
+        else:
+            console.say(f"trust: temperature {trust.temperature:.2f} (validation ECE {trust.ece_before:.3f} -> "
+                        f"{trust.ece_after:.3f}), {ood}")

@@ -107,6 +107,11 @@ class Trust:
     ece_before: float  # validation ECE of the raw and of the temperature-scaled probabilities
     ece_after: float
 
+    @property
+    def ood_only(self) -> bool:
+        """A multi-label model's: the out-of-distribution test alone (temperature 1, no templates)."""
+        return not len(self.templates)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain tensors and floats, which a weights_only checkpoint load reads."""
         g = self.gaussians
@@ -216,7 +221,7 @@ def judge(
     if trust is None:
         return Verdicts(seen.logits, model.probabilities(seen.logits), seen.maps, flags)
     ood_score = trust.gaussians.distance(seen.features) / trust.ood_threshold
-    if not len(trust.templates):  # a multi-label model's: no temperature, no templates
+    if trust.ood_only:
         return Verdicts(seen.logits, model.probabilities(seen.logits), seen.maps, flags, ood_score=ood_score)
     preds = seen.logits.argmax(1)
     return Verdicts(

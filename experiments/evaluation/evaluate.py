@@ -16,11 +16,12 @@ from cxrlab.callbacks.trust.model_trust import trust_of
 from cxrlab.config import Config, from_dict, set_dotted, to_dict
 from cxrlab.experiments.evaluation.clinical import per_class_table
 from cxrlab.experiments.evaluation.data import UNSEEN, EvaluationData, evaluation_data
-from cxrlab.experiments.evaluation.inference import judge_table, pick_device, predict_table
+from cxrlab.experiments.evaluation.inference import pick_device, predict_and_judge
 from cxrlab.experiments.evaluation.multilabel_report import (
     multilabel_data,
     multilabel_outputs,
     multilabel_summary,
+    split_rows,
 )
 from cxrlab.experiments.evaluation.outputs import (
     VAL,
@@ -126,18 +127,14 @@ def evaluate(
         if positive is not None:
             raise ValueError("--positive picks one class of a multi-class model; a multi-label model scores every finding")
         data, dm = multilabel_data(model, cfg)
-        results, sections = multilabel_outputs(model, cfg, dm, data, split, out, pick_device(device), n_boot, progress)
-        rows = data.table if split == "all" else data.table[data.table["split"] == split]
-        if trust is not None:  # the out-of-distribution test alone: one more pass over the split
-            verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)[1]
+        rows = split_rows(data, split)
+        probs, verdicts = predict_and_judge(model, rows, cfg.data, trust, pick_device(device), progress)
+        results, sections = multilabel_outputs(model, cfg, dm, data, split, probs, out, pick_device(device), n_boot, progress)
     else:
         positive = positive_class(classes, positive)
         data = evaluation_data(cfg.data, classes, cfg.seed, model.input_size)
         rows = rows_to_predict(data.table, split, with_val=positive is not None)
-        if trust is None:
-            probs = predict_table(model, rows, cfg.data, pick_device(device), progress)
-        else:
-            probs, verdicts = judge_table(model, rows, cfg.data, trust, pick_device(device), progress)
+        probs, verdicts = predict_and_judge(model, rows, cfg.data, trust, pick_device(device), progress)
         preds = Predictions(rows, probs, classes)
         results, sections = write_outputs(preds, split, positive, cutoffs, out, n_boot)
     first, extra = explain_sections(model, preds, data, split, positive, cfg, out, explain, results)

@@ -87,3 +87,18 @@ def judge_table(
     if not frames:
         return np.zeros((0, len(model.classes)), dtype=np.float32), pd.DataFrame()
     return torch.cat(probs).numpy(), pd.concat(frames, ignore_index=True)
+
+
+def predict_and_judge(
+    model: CXRClassifier,
+    rows: pd.DataFrame,
+    data: DataConfig,
+    trust: Trust | None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """predict_table's probabilities of `rows` and, where the model has a trust model, its verdicts
+    per row from the same pass (judge_table); None without one."""
+    if trust is None:
+        return predict_table(model, rows, data, device, progress), None
+    return judge_table(model, rows, data, trust, device, progress)

@@ -66,17 +66,22 @@ def cooccurrence(targets: np.ndarray) -> np.ndarray:
     return positive.T @ positive
 
 
+def split_rows(data: EvaluationData, split: str) -> pd.DataFrame:
+    """The rows of the evaluated split (every row for `all`)."""
+    return data.table if split == "all" else data.table[data.table["split"] == split]
+
+
 def multilabel_outputs(
-    model: CXRClassifier, cfg: Config, dm: CXRDataModule, data: EvaluationData, split: str, out: Path,
-    device: Any, n_boot: int, progress: bool,
+    model: CXRClassifier, cfg: Config, dm: CXRDataModule, data: EvaluationData, split: str, probs: np.ndarray,
+    out: Path, device: Any, n_boot: int, progress: bool,
 ) -> tuple[dict[str, Any], list[Section]]:
-    """Predict the split and validation, choose each finding's threshold on validation, score the split."""
+    """Score the split's predicted `probs` (split_rows' order) at each finding's threshold, chosen
+    on validation, which is predicted here."""
     table = data.table
-    rows = table if split == "all" else table[table["split"] == split]
+    rows = split_rows(data, split)
     if rows.empty:
         raise ValueError(f"{data.where}: the {split} split holds no images; choose --split val, test or all")
     val = table[table["split"] == VAL]
-    probs = predict_table(model, rows, cfg.data, device, progress)
     targets = dm.targets(rows)
     if len(val):
         thresholds = f1_thresholds(predict_table(model, val, cfg.data, device, progress), dm.targets(val))

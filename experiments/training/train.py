@@ -188,7 +188,6 @@ def train(
     )
     lines = EpochLines(cfg.trainer.monitor, cfg.trainer.mode)
     # Before the recorder: the checkpoint it logs carries the trust model.
-    # The trust model (class Gaussians, temperature, typical heatmaps) is defined for one class per image.
     trust = [TrustFit(cfg.trust)] if cfg.trust.enabled else []
     trainer = build_trainer(cfg, logger, [*explainers, lines, *callbacks, *trust, recorder, *uploads])
     with stop_signals() as stop:
